@@ -1,0 +1,213 @@
+/**
+ * The keyspace: how a namespace path and a key become one store key, injectively.
+ *
+ * A store key reads `<root>.<ns>.<ns>….<kind>/<key>`, for example
+ * `fc.tenant=3Aacme.flow=3Aorders.k/order=3A42`. Each namespace name and the key are escaped so
+ * that only `[A-Za-z0-9_-]` stay literal and every other UTF-8 byte becomes `=XX` (upper-case hex).
+ * Escaped parts never contain `.` or `/`, so:
+ * - the token after the last `.` is the leaf (`<kind>/<key>`), every token before it a namespace;
+ * - a namespace's prefix (`<root>.<ns>….`) is a string prefix of exactly its own keys and those of
+ *   its child namespaces, which is what prefix listing and scoped clear rely on;
+ * - the alphabet is NATS KV's (`[-/=.\w]`), readable in `redis-cli` and `nats kv ls`.
+ * Kind `k` holds user entries; every other kind is a system key (locks, leases, limiter state,
+ * bookkeeping), which eviction and `clear()` never touch.
+ */
+import { InvalidArgumentError, KeyTooLongError } from '../errors.js'
+
+/** Leaf kinds. `user` entries are the only ones eviction and `clear()` may remove. */
+export const KeyKind = {
+  user: 'k',
+  lock: 'l',
+  lease: 'e',
+  limiter: 'r',
+  meta: 'm',
+} as const
+/** One of the {@link KeyKind} letters. */
+export type KeyKind = (typeof KeyKind)[keyof typeof KeyKind]
+
+const HEX = '0123456789ABCDEF'
+const ROOT_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
+
+function isLiteral(code: number): boolean {
+  return (
+    (code >= 97 && code <= 122) || // a-z
+    (code >= 65 && code <= 90) || // A-Z
+    (code >= 48 && code <= 57) || // 0-9
+    code === 95 || // _
+    code === 45 // -
+  )
+}
+
+function pushByte(out: string, byte: number): string {
+  return out + '=' + (HEX[byte >> 4] as string) + (HEX[byte & 15] as string)
+}
+
+/**
+ * Escapes one namespace name or key. Throws {@link InvalidArgumentError} for an empty string or
+ * a string with a lone UTF-16 surrogate (it has no UTF-8 form, so it could collide with U+FFFD),
+ * and {@link KeyTooLongError} when its UTF-8 form is longer than `maxBytes`.
+ *
+ * @param what `key` or `namespace`, for the error message
+ */
+export function escapeKeyPart(part: string, what: string, maxBytes: number): string {
+  if (typeof part !== 'string') {
+    throw InvalidArgumentError.format(what, `must be a string; got ${typeof part}`)
+  }
+  const length = part.length
+  if (length === 0) throw InvalidArgumentError.format(what, 'must not be empty')
+  let literalRun = 0
+  while (literalRun < length && isLiteral(part.charCodeAt(literalRun))) literalRun++
+  if (literalRun === length) {
+    if (length > maxBytes) throw tooLong(what, length, maxBytes)
+    return part
+  }
+  let out = part.slice(0, literalRun)
+  let bytes = literalRun
+  for (let i = literalRun; i < length; i++) {
+    const code = part.charCodeAt(i)
+    if (isLiteral(code)) {
+      out += part[i]
+      bytes += 1
+    } else if (code < 0x80) {
+      out = pushByte(out, code)
+      bytes += 1
+    } else if (code < 0x800) {
+      out = pushByte(pushByte(out, 0xc0 | (code >> 6)), 0x80 | (code & 63))
+      bytes += 2
+    } else if (code >= 0xd800 && code <= 0xdbff) {
+      const low = i + 1 < length ? part.charCodeAt(i + 1) : 0
+      if (low < 0xdc00 || low > 0xdfff) throw loneSurrogate(what, i)
+      const point = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00)
+      out = pushByte(out, 0xf0 | (point >> 18))
+      out = pushByte(out, 0x80 | ((point >> 12) & 63))
+      out = pushByte(out, 0x80 | ((point >> 6) & 63))
+      out = pushByte(out, 0x80 | (point & 63))
+      bytes += 4
+      i++
+    } else if (code >= 0xdc00 && code <= 0xdfff) {
+      throw loneSurrogate(what, i)
+    } else {
+      out = pushByte(out, 0xe0 | (code >> 12))
+      out = pushByte(out, 0x80 | ((code >> 6) & 63))
+      out = pushByte(out, 0x80 | (code & 63))
+      bytes += 3
+    }
+  }
+  if (bytes > maxBytes) throw tooLong(what, bytes, maxBytes)
+  return out
+}
+
+function tooLong(what: string, bytes: number, maxBytes: number): KeyTooLongError {
+  return new KeyTooLongError(
+    `${what} is ${bytes} bytes in UTF-8; the limit is ${maxBytes} (raise limits.maxKeyBytes or hash long keys)`,
+  )
+}
+
+function loneSurrogate(what: string, index: number): InvalidArgumentError {
+  return InvalidArgumentError.format(
+    what,
+    `has a lone UTF-16 surrogate at index ${index}; keys must be well-formed Unicode (see String.prototype.toWellFormed)`,
+  )
+}
+
+/** Reverses {@link escapeKeyPart}. Throws {@link InvalidArgumentError} on text it never produces. */
+export function unescapeKeyPart(escaped: string): string {
+  if (!escaped.includes('=')) return escaped
+  const bytes: number[] = []
+  for (let i = 0; i < escaped.length; i++) {
+    const ch = escaped.charCodeAt(i)
+    if (ch === 61) {
+      const byte = Number.parseInt(escaped.slice(i + 1, i + 3), 16)
+      if (Number.isNaN(byte) || i + 2 >= escaped.length) {
+        throw InvalidArgumentError.format('store key', `has a broken escape at ${i}: "${escaped}"`)
+      }
+      bytes.push(byte)
+      i += 2
+    } else {
+      bytes.push(ch)
+    }
+  }
+  return Buffer.from(bytes).toString('utf8')
+}
+
+/** Checks a store root prefix (`[A-Za-z0-9_-]{1,64}`), the first token of every key. */
+export function checkRoot(root: string): string {
+  if (typeof root !== 'string' || !ROOT_PATTERN.test(root)) {
+    throw InvalidArgumentError.format(
+      'prefix',
+      `must be 1-64 characters of [A-Za-z0-9_-]; got ${JSON.stringify(root)}`,
+    )
+  }
+  return root
+}
+
+/** Prefix of the root namespace: `<root>.`. */
+export function rootPrefix(root: string): string {
+  return `${checkRoot(root)}.`
+}
+
+/** Prefix of a child namespace of the namespace whose prefix is `parentPrefix`. */
+export function childPrefix(parentPrefix: string, name: string, maxBytes: number): string {
+  return `${parentPrefix}${escapeKeyPart(name, 'namespace', maxBytes)}.`
+}
+
+/** Store key of a user entry: `<prefix>k/<escaped key>`. */
+export function userKey(prefix: string, key: string, maxBytes: number): string {
+  return `${prefix}k/${escapeKeyPart(key, 'key', maxBytes)}`
+}
+
+/** Store key of a system entry of the given kind in the namespace with `prefix`. */
+export function systemKey(prefix: string, kind: Exclude<KeyKind, 'k'>, key: string, maxBytes: number): string {
+  return `${prefix}${kind}/${escapeKeyPart(key, 'key', maxBytes)}`
+}
+
+/** Store-key prefix that selects the user keys of one namespace (not its children) that start with `keyPrefix`. */
+export function userKeyPrefix(prefix: string, keyPrefix: string | undefined, maxBytes: number): string {
+  return keyPrefix === undefined || keyPrefix === ''
+    ? `${prefix}k/`
+    : `${prefix}k/${escapeKeyPart(keyPrefix, 'prefix', maxBytes)}`
+}
+
+/** Whether a store key holds a user entry (kind `k`). Everything else is a system key. */
+export function isUserKey(storeKey: string): boolean {
+  const leaf = storeKey.lastIndexOf('.') + 1
+  return storeKey.charCodeAt(leaf) === 107 /* k */ && storeKey.charCodeAt(leaf + 1) === 47 /* / */
+}
+
+/** A store key taken apart: root, namespace path, kind and the original key. */
+export interface ParsedKey {
+  root: string
+  namespaces: string[]
+  kind: string
+  key: string
+}
+
+/** Parses a store key written by flowcache; `undefined` for anything else. */
+export function parseStoreKey(storeKey: string): ParsedKey | undefined {
+  const tokens = storeKey.split('.')
+  if (tokens.length < 2) return undefined
+  const root = tokens[0] as string
+  const leaf = tokens[tokens.length - 1] as string
+  if (!ROOT_PATTERN.test(root) || leaf.length < 3 || leaf[1] !== '/') return undefined
+  try {
+    return {
+      root,
+      namespaces: tokens.slice(1, -1).map(unescapeKeyPart),
+      kind: leaf[0] as string,
+      key: unescapeKeyPart(leaf.slice(2)),
+    }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The key of a store key relative to `keyPrefix` (as made by {@link userKeyPrefix} with no key
+ * prefix): the original key, or `undefined` when the store key is not a direct user key there.
+ */
+export function stripUserKey(storeKey: string, namespaceUserPrefix: string): string | undefined {
+  if (!storeKey.startsWith(namespaceUserPrefix)) return undefined
+  const rest = storeKey.slice(namespaceUserPrefix.length)
+  if (rest.includes('.')) return undefined
+  return unescapeKeyPart(rest)
+}

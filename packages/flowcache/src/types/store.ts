@@ -1,0 +1,147 @@
+/**
+ * The Store contract: what a backend must do for flowcache. Bytes in, bytes out; every write
+ * returns a revision; `create` (write-if-absent), `compareAndSet` and fenced `delete` are the
+ * primitives that dedup, locks, leases and rate limits are built on.
+ *
+ * Keys are store keys from the keyspace (`core/keyspace.ts`): already escaped, namespaced and
+ * length-checked by the cache. A store may translate them further to its native grammar.
+ * A miss or a lost race is a return value; a backend fault is a thrown `StoreUnavailableError`.
+ */
+import type { Codec } from './codec.js'
+
+/** Opaque revision of a stored entry; changes on every write. Compare only for equality. */
+export type Revision = string
+
+/** One stored entry as read back from a store. */
+export interface StoreEntry {
+  /** The stored bytes. */
+  value: Uint8Array
+  /** Revision of this write. */
+  revision: Revision
+  /** Expiry deadline in ms since the epoch (store clock), or `null` when the entry never expires. */
+  expiresAt: number | null
+}
+
+/** Options of a single write. */
+export interface StoreWriteOptions {
+  /** Time to live in milliseconds (a positive integer); omitted = no expiry. */
+  ttlMs?: number
+}
+
+/** One item of `setMany`. */
+export interface StoreWriteItem extends StoreWriteOptions {
+  key: string
+  value: Uint8Array
+}
+
+/** Options of `list`. */
+export interface StoreListOptions {
+  /** Stop after this many keys. Default: no limit. */
+  limit?: number
+}
+
+/** Limits of a namespace quota, enforced by the store on user entries under one prefix. */
+export interface QuotaLimits {
+  /** At most this many user entries under the prefix; the least recently used go first. */
+  maxEntries?: number
+  /** At most this many bytes of user entries (encoded size) under the prefix; a soft limit. */
+  maxBytes?: number
+}
+
+/** Counters a store keeps about itself. */
+export interface StoreStats {
+  /** Entries stored now (user and system). */
+  entries: number
+  /** Encoded bytes of the stored values now. */
+  bytes: number
+  /** Entries removed to respect `maxEntries` / `maxBytes` or a namespace quota. */
+  evictions: number
+  /** Entries removed because their TTL passed. */
+  expirations: number
+}
+
+/** What a store can do; the cache and the contract suite read these instead of guessing. */
+export interface StoreCapabilities {
+  /** Data outlives the process (sqlite, redis, nats). */
+  readonly persistent: boolean
+  /** Several processes can share the data (redis, nats). */
+  readonly distributed: boolean
+  /** `native`: the backend expires entries itself; `emulated`: the store enforces TTL on read and sweeps. */
+  readonly ttl: 'native' | 'emulated'
+  /** The store honours an injected `Clock` for TTL, so tests can move time instead of sleeping. */
+  readonly injectableClock: boolean
+  /** `setQuota` is supported. */
+  readonly quotas: boolean
+  /** `local` fast path is available (in-process stores). */
+  readonly local: boolean
+}
+
+/**
+ * Fast path of in-process stores: they may keep decoded values so that a hit costs no decoding.
+ * Entries written through `local` and through the byte API are the same entries.
+ */
+export interface LocalAccess {
+  /** The decoded value, or `undefined` on a miss or an expired entry. */
+  read(key: string, codec: Codec): unknown
+  /** Whether a live entry exists. */
+  has(key: string): boolean
+  /**
+   * Stores a value the cache has validated; `sizeBytes` is its encoded size.
+   * @returns the new revision
+   */
+  write(key: string, value: unknown, sizeBytes: number, ttlMs: number | undefined): Revision
+}
+
+/** A flowcache store. Implement it, then prove it with `runStoreContract` from `flowcache/testing`. */
+export interface Store {
+  /** Store kind (`memory`, `sqlite`, `redis`, `nats`, …). */
+  readonly name: string
+  /** What this store can do. */
+  readonly capabilities: StoreCapabilities
+  /** Present when `capabilities.local` is true. */
+  readonly local?: LocalAccess
+
+  /** Reads one entry; `undefined` when missing or expired. */
+  get(key: string): Promise<StoreEntry | undefined>
+  /** Reads many entries in one round trip where the backend allows; same order as `keys`. */
+  getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>>
+  /** Writes an entry unconditionally. */
+  set(key: string, value: Uint8Array, options?: StoreWriteOptions): Promise<Revision>
+  /** Writes many entries; revisions in the same order. */
+  setMany(items: readonly StoreWriteItem[]): Promise<Revision[]>
+  /** Writes only if no live entry exists (an expired one counts as absent); `undefined` if one does. */
+  create(key: string, value: Uint8Array, options?: StoreWriteOptions): Promise<Revision | undefined>
+  /** Writes only if the live entry's revision is `expected`; `undefined` on conflict or when missing. */
+  compareAndSet(
+    key: string,
+    value: Uint8Array,
+    expected: Revision,
+    options?: StoreWriteOptions,
+  ): Promise<Revision | undefined>
+  /**
+   * Deletes an entry; with `expected`, only if its revision is that one (fenced delete, so a
+   * lock holder whose lease was taken over cannot delete the new holder's key).
+   * @returns whether an entry was deleted
+   */
+  delete(key: string, options?: { expected?: Revision }): Promise<boolean>
+  /** Deletes many entries; returns how many existed. */
+  deleteMany(keys: readonly string[]): Promise<number>
+  /**
+   * Adds `by` to a numeric entry encoded by `codec`, creating it with `by` (and `ttlMs`) when
+   * missing; the TTL of an existing entry is kept. Optional: the cache falls back to a
+   * compare-and-set loop when a store lacks it.
+   */
+  increment?(key: string, by: number, codec: Codec, options?: StoreWriteOptions): Promise<number>
+  /** Store keys (live entries, user and system) that start with `prefix`. */
+  list(prefix: string, options?: StoreListOptions): AsyncIterable<string>
+  /** Deletes every user entry whose key starts with `prefix`; system keys stay. Returns how many. */
+  clear(prefix: string): Promise<number>
+  /** Sets or replaces the quota of user entries under `prefix`. Only when `capabilities.quotas`. */
+  setQuota?(prefix: string, limits: QuotaLimits): void
+  /** Expires due entries now (emulated TTL); the store also does it on its own schedule. */
+  prune?(): Promise<number>
+  /** Current counters. */
+  stats?(): StoreStats
+  /** Releases connections and timers. Idempotent. */
+  close(): Promise<void>
+}
