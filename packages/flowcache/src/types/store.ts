@@ -81,8 +81,13 @@ export interface StoreCapabilities {
  * Entries written through `local` and through the byte API are the same entries.
  */
 export interface LocalAccess {
+  /**
+   * The codec the store uses between its decoded values and the byte API. A cache over this
+   * store must use the same codec.
+   */
+  readonly codec: Codec
   /** The decoded value, or `undefined` on a miss or an expired entry. */
-  read(key: string, codec: Codec): unknown
+  read(key: string): unknown
   /** Whether a live entry exists. */
   has(key: string): boolean
   /**
@@ -142,6 +147,8 @@ export interface Store {
   prune?(): Promise<number>
   /** Current counters. */
   stats?(): StoreStats
+  /** The store's current time in ms since the epoch, the clock `expiresAt` is measured on. @default Date.now() */
+  now?(): number
   /** Releases connections and timers. Idempotent. */
   close(): Promise<void>
 }

@@ -1,0 +1,608 @@
+/**
+ * The `Cache`: flowcache's public API over one store. A cache and its namespace views share one
+ * core (store, codec, limits, counters, in-flight loads); a view adds its key prefix, its default
+ * TTL and, optionally, its quota. Every argument is checked before the store is touched.
+ */
+import { jsonCodec, valuesEqual } from './codec.js'
+import { systemClock, type Clock } from './clock.js'
+import type { Duration } from './duration.js'
+import {
+  childPrefix,
+  rootPrefix,
+  stripUserKey,
+  userKey,
+  userKeyPrefix,
+} from './keyspace.js'
+import {
+  checkBatch,
+  checkTtl,
+  checkValueSize,
+  resolveLimits,
+  type Limits,
+  type LimitsOptions,
+} from './limits.js'
+import { StatsRecorder, type CacheStats } from './stats.js'
+import {
+  ClosedError,
+  FlowcacheError,
+  InvalidArgumentError,
+  NotANumberError,
+  StoreUnavailableError,
+} from '../errors.js'
+import { memoryStore } from '../stores/memory/index.js'
+import type { Codec } from '../types/codec.js'
+import type { Revision, Store, StoreEntry } from '../types/store.js'
+
+/** Options of {@link createCache}. */
+export interface CacheOptions {
+  /** Where entries live. @default memoryStore() with its defaults */
+  store?: Store
+  /** Value codec. Must be the store's codec when the store is in-process. @default jsonCodec */
+  codec?: Codec
+  /** Time source of the default memory store (inject a `ManualClock` in tests). @default the system clock */
+  clock?: Clock
+  /** First token of every store key, so several applications can share one store. `[A-Za-z0-9_-]{1,64}`. @default 'fc' */
+  prefix?: string
+  /** TTL of writes that give none, as ms or a duration string. @default no expiry */
+  defaultTtl?: Duration
+  /** Key, value, TTL and batch limits, checked before any I/O. */
+  limits?: LimitsOptions
+}
+
+/** Options of {@link Cache.namespace}. */
+export interface NamespaceOptions {
+  /** TTL of writes in this namespace that give none. @default the parent's default TTL */
+  defaultTtl?: Duration
+  /** Most user entries in this namespace (children included); the least recently used are evicted. */
+  maxEntries?: number
+  /** Most encoded bytes of user entries in this namespace (children included); a soft limit. */
+  maxBytes?: number
+}
+
+/** Options of a write. */
+export interface SetOptions {
+  /** Time to live, as ms or a duration string. @default the namespace's default TTL, else no expiry */
+  ttl?: Duration
+}
+
+/** One item of {@link Cache.setMany}. */
+export interface SetManyItem<T = unknown> {
+  key: string
+  value: T
+  /** Time to live, as ms or a duration string. @default the namespace's default TTL */
+  ttl?: Duration
+}
+
+/** Options of {@link Cache.listKeys}. */
+export interface ListKeysOptions {
+  /** Most keys returned. @default 1000 */
+  limit?: number
+}
+
+/** An entry with its revision, for optimistic concurrency with {@link Cache.compareAndSet}. */
+export interface CacheEntry<T = unknown> {
+  value: T
+  /** Revision of this write; pass it to `compareAndSet`. */
+  revision: Revision
+  /** Expiry deadline in ms since the epoch, or `null` when the entry never expires. */
+  expiresAt: number | null
+}
+
+/** Options of {@link Cache.getOrSet}. */
+export interface GetOrSetOptions {
+  /** TTL of the value the factory returns. @default the namespace's default TTL */
+  ttl?: Duration
+}
+
+/** Health of a cache and its store. */
+export interface CacheHealth {
+  /** `ok`, `degraded` (working on a fallback) or `down`. */
+  status: 'ok' | 'degraded' | 'down'
+  /** Why the status is not `ok`. */
+  reason?: string
+  /** Since when (ms since the epoch) the status holds. */
+  since: number
+  /** Store kind. */
+  store: string
+}
+
+interface Core {
+  readonly store: Store
+  readonly codec: Codec
+  readonly limits: Readonly<Limits>
+  readonly stats: StatsRecorder
+  readonly inflight: Map<string, Promise<unknown>>
+  readonly healthSince: number
+  closed: boolean
+  closing: Promise<void> | undefined
+}
+
+const MAX_LIST_LIMIT = 100_000
+const CAS_ATTEMPTS = 1000
+
+/**
+ * A cache, or a namespace view of one. Create it with {@link createCache}. All methods are
+ * async; a miss is `undefined` and a lost race is `false`, while store faults throw
+ * `StoreUnavailableError` and bad arguments throw `InvalidArgumentError` subclasses.
+ */
+export class Cache {
+  readonly #core: Core
+  readonly #prefix: string
+  readonly #userPrefix: string
+  readonly #defaultTtlMs: number | undefined
+  readonly #path: readonly string[]
+
+  /** @internal use {@link createCache} */
+  constructor(core: Core, prefix: string, defaultTtlMs: number | undefined, path: readonly string[]) {
+    this.#core = core
+    this.#prefix = prefix
+    this.#userPrefix = `${prefix}k/`
+    this.#defaultTtlMs = defaultTtlMs
+    this.#path = path
+  }
+
+  /** Namespace path of this view (empty for the root cache). */
+  get path(): readonly string[] {
+    return this.#path
+  }
+
+  /** The store under this cache. */
+  get store(): Store {
+    return this.#core.store
+  }
+
+  /** Reads a value; `defaultValue` (else `undefined`) on a miss. A stored `null` is a hit. */
+  get<T = unknown>(key: string): Promise<T | undefined>
+  get<T = unknown>(key: string, defaultValue: T): Promise<T>
+  async get<T>(key: string, defaultValue?: T): Promise<T | undefined> {
+    const core = this.#open()
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const start = core.stats.shouldSample() ? performance.now() : -1
+    let value: unknown
+    const local = core.store.local
+    if (local !== undefined) {
+      value = local.read(storeKey)
+    } else {
+      const entry = await this.#call('get', () => core.store.get(storeKey))
+      value = entry === undefined ? undefined : core.codec.decode(entry.value)
+    }
+    if (start >= 0) core.stats.recordLatency('get', performance.now() - start)
+    if (value === undefined) {
+      core.stats.misses++
+      return defaultValue
+    }
+    core.stats.hits++
+    return value as T
+  }
+
+  /**
+   * Stores a value; returns `true`. The third argument is a TTL (ms or duration string) or
+   * `{ ttl }`. Without one, the namespace's default TTL applies, else the entry never expires.
+   */
+  async set(key: string, value: unknown, ttlOrOptions?: Duration | SetOptions): Promise<true> {
+    const core = this.#open()
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const ttlMs = this.#ttlOf(ttlOrOptions)
+    const start = core.stats.shouldSample() ? performance.now() : -1
+    const local = core.store.local
+    if (local !== undefined) {
+      const size = core.codec.encodedSize(value)
+      checkValueSize(size, core.limits, key)
+      local.write(storeKey, value, size, ttlMs)
+    } else {
+      const bytes = this.#encode(key, value)
+      await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }))
+    }
+    if (start >= 0) core.stats.recordLatency('set', performance.now() - start)
+    core.stats.sets++
+    return true
+  }
+
+  /** Stores a value only if the key has no live entry: atomic, so exactly one concurrent `add` wins. */
+  async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    const core = this.#open()
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const ttlMs = this.#ttlOf(ttl)
+    const bytes = this.#encode(key, value)
+    const revision = await this.#call('add', () => core.store.create(storeKey, bytes, { ttlMs }))
+    if (revision === undefined) return false
+    core.stats.sets++
+    return true
+  }
+
+  /** Deletes an entry; `true` if one existed. */
+  async delete(key: string): Promise<boolean> {
+    const core = this.#open()
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const deleted = await this.#call('delete', () => core.store.delete(storeKey))
+    if (deleted) core.stats.deletes++
+    return deleted
+  }
+
+  /** Whether a live entry exists (a stored `null` counts). */
+  async has(key: string): Promise<boolean> {
+    const core = this.#open()
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const local = core.store.local
+    if (local !== undefined) return local.has(storeKey)
+    return (await this.#call('has', () => core.store.get(storeKey))) !== undefined
+  }
+
+  /**
+   * Whether the stored value deep-equals `value`: type-aware (`1`, `1n` and `"1"` differ) and
+   * independent of object key order and of Map/Set insertion order. A miss is `false`.
+   */
+  async exists(key: string, value: unknown): Promise<boolean> {
+    const stored = await this.get(key)
+    return stored !== undefined && valuesEqual(stored, value)
+  }
+
+  /**
+   * Adds `by` (default 1) to a numeric entry and returns the new value; a missing key starts
+   * from 0 and gets `ttl` (an existing entry keeps its TTL). Atomic across concurrent callers.
+   * Throws `NotANumberError` when the stored value is not a number.
+   */
+  async increment(key: string, by = 1, ttl?: Duration): Promise<number> {
+    const core = this.#open()
+    if (typeof by !== 'number' || !Number.isFinite(by)) {
+      throw InvalidArgumentError.format('by', `must be a finite number; got ${String(by)}`)
+    }
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const ttlMs = this.#ttlOf(ttl)
+    const store = core.store
+    let result: number
+    if (store.increment !== undefined) {
+      const increment = store.increment.bind(store)
+      result = await this.#call('increment', () => increment(storeKey, by, core.codec, { ttlMs }))
+    } else {
+      result = await this.#incrementByCas(key, storeKey, by, ttlMs)
+    }
+    core.stats.sets++
+    return result
+  }
+
+  async #incrementByCas(key: string, storeKey: string, by: number, ttlMs: number | undefined): Promise<number> {
+    const core = this.#core
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const entry = await this.#call('increment', () => core.store.get(storeKey))
+      if (entry === undefined) {
+        const created = await this.#call('increment', () =>
+          core.store.create(storeKey, this.#encode(key, by), { ttlMs }),
+        )
+        if (created !== undefined) return by
+        continue
+      }
+      const current = core.codec.decode(entry.value)
+      if (typeof current !== 'number') {
+        throw new NotANumberError(
+          `cannot increment "${key}": the stored value is ${current === null ? 'null' : typeof current}, not a number`,
+        )
+      }
+      const next = current + by
+      const remaining = entry.expiresAt === null ? undefined : entry.expiresAt - this.#storeNow()
+      if (remaining !== undefined && remaining <= 0) continue
+      const written = await this.#call('increment', () =>
+        core.store.compareAndSet(storeKey, this.#encode(key, next), entry.revision, { ttlMs: remaining }),
+      )
+      if (written !== undefined) return next
+    }
+    throw new StoreUnavailableError(
+      `increment of "${key}" lost ${CAS_ATTEMPTS} compare-and-set races in a row; the key is too contended for this store`,
+    )
+  }
+
+  /** Reads many keys; values (or `undefined` for misses) in the order of `keys`. */
+  async getMany<T = unknown>(keys: readonly string[]): Promise<Array<T | undefined>> {
+    const core = this.#open()
+    checkBatch(keys.length, core.limits, 'getMany')
+    const storeKeys = keys.map((key) => userKey(this.#prefix, key, core.limits.maxKeyBytes))
+    let values: unknown[]
+    const local = core.store.local
+    if (local !== undefined) {
+      values = storeKeys.map((storeKey) => local.read(storeKey))
+    } else {
+      const entries = await this.#call('getMany', () => core.store.getMany(storeKeys))
+      values = entries.map((entry) => (entry === undefined ? undefined : core.codec.decode(entry.value)))
+    }
+    for (const value of values) {
+      if (value === undefined) core.stats.misses++
+      else core.stats.hits++
+    }
+    return values as Array<T | undefined>
+  }
+
+  /** Writes many entries in one store call; every item is checked before anything is written. */
+  async setMany(items: ReadonlyArray<SetManyItem>): Promise<true> {
+    const core = this.#open()
+    checkBatch(items.length, core.limits, 'setMany')
+    const prepared = items.map((item) => ({
+      key: userKey(this.#prefix, item.key, core.limits.maxKeyBytes),
+      value: this.#encode(item.key, item.value),
+      ttlMs: this.#ttlOf(item.ttl),
+    }))
+    await this.#call('setMany', () => core.store.setMany(prepared))
+    core.stats.sets += items.length
+    return true
+  }
+
+  /** Deletes many keys; returns how many existed. */
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    const core = this.#open()
+    checkBatch(keys.length, core.limits, 'deleteMany')
+    const storeKeys = keys.map((key) => userKey(this.#prefix, key, core.limits.maxKeyBytes))
+    const deleted = await this.#call('deleteMany', () => core.store.deleteMany(storeKeys))
+    core.stats.deletes += deleted
+    return deleted
+  }
+
+  /** Keys of this namespace (not its children) that start with `prefix`, sorted, namespace stripped. */
+  async keys(prefix?: string): Promise<string[]> {
+    return this.#listKeys(prefix, MAX_LIST_LIMIT)
+  }
+
+  /** Like {@link Cache.keys}, at most `limit` keys (default 1000). */
+  async listKeys(prefix?: string, options: ListKeysOptions = {}): Promise<string[]> {
+    const limit = options.limit ?? 1000
+    if (!Number.isSafeInteger(limit) || limit <= 0 || limit > MAX_LIST_LIMIT) {
+      throw InvalidArgumentError.format('limit', `must be an integer from 1 to ${MAX_LIST_LIMIT}; got ${String(limit)}`)
+    }
+    return this.#listKeys(prefix, limit)
+  }
+
+  async #listKeys(prefix: string | undefined, limit: number): Promise<string[]> {
+    const core = this.#open()
+    const storePrefix = userKeyPrefix(this.#prefix, prefix, core.limits.maxKeyBytes)
+    const keys = await this.#call('keys', async () => {
+      const found: string[] = []
+      for await (const storeKey of core.store.list(storePrefix, { limit })) {
+        const key = stripUserKey(storeKey, this.#userPrefix)
+        if (key !== undefined) found.push(key)
+      }
+      return found
+    })
+    return keys.sort()
+  }
+
+  /**
+   * Deletes every entry of this namespace and of its child namespaces; nothing outside it, and
+   * never system keys (locks, leases, limiter state). Returns how many entries were deleted.
+   */
+  async clear(): Promise<number> {
+    const core = this.#open()
+    const deleted = await this.#call('clear', () => core.store.clear(this.#prefix))
+    core.stats.deletes += deleted
+    return deleted
+  }
+
+  /** Remaining time to live in ms; `null` when the entry never expires; `undefined` when missing. */
+  async ttl(key: string): Promise<number | null | undefined> {
+    const core = this.#open()
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const entry = await this.#call('ttl', () => core.store.get(storeKey))
+    if (entry === undefined) return undefined
+    if (entry.expiresAt === null) return null
+    return Math.max(1, entry.expiresAt - this.#storeNow())
+  }
+
+  /** Reads a value with its revision and expiry, for {@link Cache.compareAndSet}. */
+  async entry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    const core = this.#open()
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const entry: StoreEntry | undefined = await this.#call('entry', () => core.store.get(storeKey))
+    if (entry === undefined) {
+      core.stats.misses++
+      return undefined
+    }
+    core.stats.hits++
+    return {
+      value: core.codec.decode(entry.value) as T,
+      revision: entry.revision,
+      expiresAt: entry.expiresAt,
+    }
+  }
+
+  /**
+   * Writes only if the entry is still at `revision` (from {@link Cache.entry}): returns the new
+   * revision, or `false` when another write came first or the entry is gone.
+   */
+  async compareAndSet(
+    key: string,
+    value: unknown,
+    revision: Revision,
+    ttl?: Duration,
+  ): Promise<Revision | false> {
+    const core = this.#open()
+    if (typeof revision !== 'string' || revision === '') {
+      throw InvalidArgumentError.format('revision', 'must be the revision string returned by entry()')
+    }
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const ttlMs = this.#ttlOf(ttl)
+    const bytes = this.#encode(key, value)
+    const written = await this.#call('compareAndSet', () =>
+      core.store.compareAndSet(storeKey, bytes, revision, { ttlMs }),
+    )
+    if (written === undefined) return false
+    core.stats.sets++
+    return written
+  }
+
+  /**
+   * Returns the cached value, or runs `factory` once, caches its result and returns it.
+   * Concurrent calls for one key in this process share one factory call. A factory that throws
+   * caches nothing and every waiter gets the error; a factory result of `undefined` is returned
+   * but not cached.
+   */
+  async getOrSet<T>(key: string, factory: () => T | Promise<T>, options: GetOrSetOptions = {}): Promise<T> {
+    const core = this.#open()
+    if (typeof factory !== 'function') {
+      throw InvalidArgumentError.format('factory', 'must be a function returning the value to cache')
+    }
+    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const ttl = options.ttl === undefined ? undefined : checkTtl(options.ttl, core.limits)
+    const cached = await this.get<T>(key)
+    if (cached !== undefined) return cached
+    let flight = core.inflight.get(storeKey) as Promise<T> | undefined
+    if (flight === undefined) {
+      flight = this.#load(key, storeKey, factory, ttl)
+      core.inflight.set(storeKey, flight)
+    }
+    return flight
+  }
+
+  async #load<T>(
+    key: string,
+    storeKey: string,
+    factory: () => T | Promise<T>,
+    ttlMs: number | undefined,
+  ): Promise<T> {
+    try {
+      // A flight that finished between our miss and now has already stored the value.
+      const again = await this.get<T>(key)
+      if (again !== undefined) return again
+      const value = await factory()
+      if (value !== undefined) await this.set(key, value, ttlMs)
+      return value
+    } finally {
+      this.#core.inflight.delete(storeKey)
+    }
+  }
+
+  /**
+   * A view of the namespace `name` inside this one: its keys are separate from every other
+   * namespace's, whatever characters either uses. Views nest. `maxEntries` / `maxBytes` give it
+   * a quota: when it is over, its own least recently used entries are evicted, never another's.
+   */
+  namespace(name: string, options: NamespaceOptions = {}): Cache {
+    const core = this.#open()
+    const prefix = childPrefix(this.#prefix, name, core.limits.maxKeyBytes)
+    const defaultTtlMs =
+      options.defaultTtl === undefined ? this.#defaultTtlMs : checkTtl(options.defaultTtl, core.limits, 'defaultTtl')
+    if (options.maxEntries !== undefined || options.maxBytes !== undefined) {
+      const setQuota = core.store.setQuota
+      if (setQuota === undefined || !core.store.capabilities.quotas) {
+        throw InvalidArgumentError.format(
+          'maxEntries/maxBytes',
+          `need a store with namespace quotas; the ${core.store.name} store has none`,
+        )
+      }
+      const limits: { maxEntries?: number; maxBytes?: number } = {}
+      if (options.maxEntries !== undefined) limits.maxEntries = options.maxEntries
+      if (options.maxBytes !== undefined) limits.maxBytes = options.maxBytes
+      setQuota.call(core.store, prefix, limits)
+    }
+    return new Cache(core, prefix, defaultTtlMs, [...this.#path, name])
+  }
+
+  /** Counters of this cache (shared by all its namespace views) and of its store. */
+  stats(): CacheStats {
+    const core = this.#core
+    const { hits, misses } = core.stats
+    const storeStats = core.store.stats?.()
+    return {
+      hits,
+      misses,
+      hitRatio: hits + misses === 0 ? 0 : hits / (hits + misses),
+      sets: core.stats.sets,
+      deletes: core.stats.deletes,
+      evictions: storeStats?.evictions ?? 0,
+      expirations: storeStats?.expirations ?? 0,
+      entries: storeStats?.entries ?? 0,
+      bytes: storeStats?.bytes ?? 0,
+      latency: core.stats.latency(),
+    }
+  }
+
+  /** Health of the cache: `ok` while open, `down` once closed. */
+  health(): CacheHealth {
+    const core = this.#core
+    if (core.closed) return { status: 'down', reason: 'the cache is closed', since: core.healthSince, store: core.store.name }
+    return { status: 'ok', since: core.healthSince, store: core.store.name }
+  }
+
+  /** Closes the cache and its store. Idempotent; every later call throws `ClosedError`. */
+  async close(): Promise<void> {
+    const core = this.#core
+    if (core.closing !== undefined) return core.closing
+    core.closed = true
+    core.closing = core.store.close()
+    return core.closing
+  }
+
+  #storeNow(): number {
+    const store = this.#core.store
+    return store.now === undefined ? Date.now() : store.now()
+  }
+
+  #open(): Core {
+    if (this.#core.closed) throw new ClosedError('this cache is closed; create a new one with createCache()')
+    return this.#core
+  }
+
+  #ttlOf(ttlOrOptions: Duration | SetOptions | undefined): number | undefined {
+    if (ttlOrOptions === undefined) return this.#defaultTtlMs
+    if (typeof ttlOrOptions === 'object' && ttlOrOptions !== null) {
+      for (const name of Object.keys(ttlOrOptions)) {
+        if (name !== 'ttl') {
+          throw InvalidArgumentError.format(
+            `option "${name}"`,
+            'is not supported by set(); the supported option is ttl',
+          )
+        }
+      }
+      return ttlOrOptions.ttl === undefined ? this.#defaultTtlMs : checkTtl(ttlOrOptions.ttl, this.#core.limits)
+    }
+    return checkTtl(ttlOrOptions, this.#core.limits)
+  }
+
+  #encode(key: string, value: unknown): Uint8Array {
+    const bytes = this.#core.codec.encode(value)
+    checkValueSize(bytes.byteLength, this.#core.limits, key)
+    return bytes
+  }
+
+  /** Runs a store call, turning anything but a flowcache error into `StoreUnavailableError`. */
+  async #call<R>(operation: string, run: () => Promise<R>): Promise<R> {
+    try {
+      return await run()
+    } catch (error) {
+      if (error instanceof FlowcacheError) throw error
+      throw new StoreUnavailableError(
+        `${this.#core.store.name} store failed during ${operation}: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      )
+    }
+  }
+}
+
+/**
+ * Creates a cache. Without a store it uses an in-process {@link memoryStore}, which can be
+ * given the `clock` and `codec` options too.
+ */
+export function createCache(options: CacheOptions = {}): Cache {
+  const limits = resolveLimits(options.limits)
+  const clock = options.clock ?? systemClock
+  let codec = options.codec ?? jsonCodec
+  const store = options.store ?? memoryStore({ clock, codec })
+  const local = store.local
+  if (local !== undefined) {
+    if (options.codec !== undefined && options.codec !== local.codec) {
+      throw InvalidArgumentError.format(
+        'codec',
+        `differs from the codec of the ${store.name} store; give the codec to the store only`,
+      )
+    }
+    codec = local.codec
+  }
+  const defaultTtlMs = options.defaultTtl === undefined ? undefined : checkTtl(options.defaultTtl, limits, 'defaultTtl')
+  const core: Core = {
+    store,
+    codec,
+    limits,
+    stats: new StatsRecorder(),
+    inflight: new Map(),
+    healthSince: clock.now(),
+    closed: false,
+    closing: undefined,
+  }
+  return new Cache(core, rootPrefix(options.prefix ?? 'fc'), defaultTtlMs, [])
+}

@@ -1,0 +1,52 @@
+/**
+ * flowcache: the cache, state and coordination layer for workflow automation.
+ *
+ * ```ts
+ * import { createCache } from 'flowcache'
+ * const cache = createCache()
+ * await cache.set('greeting', 'hello', '5m')
+ * ```
+ */
+export { Cache, createCache } from './core/cache.js'
+export type {
+  CacheEntry,
+  CacheHealth,
+  CacheOptions,
+  GetOrSetOptions,
+  ListKeysOptions,
+  NamespaceOptions,
+  SetManyItem,
+  SetOptions,
+} from './core/cache.js'
+export type { CacheStats, LatencySummary } from './core/stats.js'
+export { ManualClock, systemClock } from './core/clock.js'
+export type { Clock } from './core/clock.js'
+export { formatDuration, parseDuration } from './core/duration.js'
+export type { Duration } from './core/duration.js'
+export { DEFAULT_LIMITS } from './core/limits.js'
+export type { Limits, LimitsOptions } from './core/limits.js'
+export { canonicalize, jsonCodec, valuesEqual } from './core/codec.js'
+export {
+  KeyKind,
+  escapeKeyPart,
+  isUserKey,
+  parseStoreKey,
+  unescapeKeyPart,
+} from './core/keyspace.js'
+export type { ParsedKey } from './core/keyspace.js'
+export * from './errors.js'
+export { MemoryStore, ValueIsolation, memoryStore } from './stores/memory/index.js'
+export type { MemoryStoreOptions } from './stores/memory/index.js'
+export type { Codec } from './types/codec.js'
+export type {
+  LocalAccess,
+  QuotaLimits,
+  Revision,
+  Store,
+  StoreCapabilities,
+  StoreEntry,
+  StoreListOptions,
+  StoreStats,
+  StoreWriteItem,
+  StoreWriteOptions,
+} from './types/store.js'

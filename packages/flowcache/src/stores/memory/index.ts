@@ -1,0 +1,611 @@
+/**
+ * The in-process memory store: the default store of `createCache()`.
+ *
+ * Entries live in two maps: user entries (LRU-evicted by count and bytes, and by namespace
+ * quotas) and system entries (locks, leases, limiter state), which are never evicted. A Map's
+ * insertion order is the recency order: a read moves an entry to the end, eviction takes from
+ * the front. Expiry is exact: every read checks the deadline against the store clock, and a
+ * sweep over a deadline heap removes expired entries in the background (no timer per key).
+ *
+ * Values written through the `local` fast path are kept decoded, so a hit costs no decoding;
+ * the `values` option decides how callers are kept from mutating what is stored.
+ */
+import { copyValue, freezeValue, jsonCodec } from '../../core/codec.js'
+import { systemClock, type Clock } from '../../core/clock.js'
+import { isUserKey } from '../../core/keyspace.js'
+import {
+  ClosedError,
+  InvalidArgumentError,
+  NotANumberError,
+  ValueTooLargeError,
+} from '../../errors.js'
+import type { Codec } from '../../types/codec.js'
+import type {
+  LocalAccess,
+  QuotaLimits,
+  Revision,
+  Store,
+  StoreCapabilities,
+  StoreEntry,
+  StoreListOptions,
+  StoreStats,
+  StoreWriteItem,
+  StoreWriteOptions,
+} from '../../types/store.js'
+
+/** How the memory store keeps callers from changing stored values through the objects they get back. */
+export const ValueIsolation = {
+  /** Objects and arrays are copied once on write and deep-frozen; reads return that frozen copy (fast). Values holding a Map, Set, Date or bytes, which freezing cannot protect, are copied on every read. */
+  frozen: 'frozen',
+  /** A copy on write and a fresh copy on every read: returned values may be mutated freely. */
+  copied: 'copied',
+  /** The caller's object is stored and returned as is: fastest, and the caller promises never to mutate it. */
+  shared: 'shared',
+} as const
+/** One of the {@link ValueIsolation} modes. */
+export type ValueIsolation = (typeof ValueIsolation)[keyof typeof ValueIsolation]
+
+/** Options of {@link memoryStore}. */
+export interface MemoryStoreOptions {
+  /** Most user entries kept; the least recently used go first. System keys do not count. @default 50_000 */
+  maxEntries?: number
+  /** Soft limit on the encoded bytes (keys + values) of user entries; the least recently used go first. @default 32 MiB */
+  maxBytes?: number
+  /** Time source for TTL. @default the system clock */
+  clock?: Clock
+  /** How returned values are protected from mutation. @default 'frozen' */
+  values?: ValueIsolation
+  /** Codec used when an entry written as a value is read through the byte API, and the reverse. @default jsonCodec */
+  codec?: Codec
+  /** How often expired entries are swept in the background, in ms; `0` turns the sweep off (reads still never return them). @default 1000 */
+  sweepIntervalMs?: number
+}
+
+/** Entry holds bytes written through the byte API, decoded on the first local read. */
+const ENCODED = 1
+/** Entry value is not fully frozen: hand out copies. */
+const COPY_ON_READ = 2
+
+class Entry {
+  constructor(
+    public value: unknown,
+    public size: number,
+    public expiresAt: number,
+    public revision: number,
+    public flags: number,
+    public tick: number,
+    public quotas: QuotaState[] | null,
+  ) {}
+}
+
+class QuotaState {
+  entries = 0
+  bytes = 0
+  readonly order = new Map<string, Entry>()
+  constructor(
+    readonly prefix: string,
+    public maxEntries: number,
+    public maxBytes: number,
+  ) {}
+}
+
+const DEFAULT_MAX_ENTRIES = 50_000
+const DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+/** Expired entries removed per background sweep at most, so one sweep never blocks for long. */
+const SWEEP_BUDGET = 20_000
+
+function positiveInteger(value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw InvalidArgumentError.format(name, `must be a positive integer; got ${String(value)}`)
+  }
+  return value
+}
+
+/** The in-process store. Create it with {@link memoryStore}. */
+export class MemoryStore implements Store {
+  readonly name = 'memory'
+  readonly capabilities: StoreCapabilities = {
+    persistent: false,
+    distributed: false,
+    ttl: 'emulated',
+    injectableClock: true,
+    quotas: true,
+    local: true,
+  }
+  readonly local: LocalAccess
+
+  readonly #user = new Map<string, Entry>()
+  readonly #system = new Map<string, Entry>()
+  readonly #quotas = new Map<string, QuotaState>()
+  readonly #clock: Clock
+  readonly #codec: Codec
+  readonly #isolation: ValueIsolation
+  readonly #maxEntries: number
+  readonly #maxBytes: number
+  #userBytes = 0
+  #systemBytes = 0
+  #revision = 0
+  #tick = 0
+  #evictions = 0
+  #expirations = 0
+  #closed = false
+  // Deadline heap as two parallel arrays (cheaper than an object per node). Items go stale when
+  // an entry is rewritten or deleted; they are skipped when popped and dropped on rebuild.
+  #heapAt: number[] = []
+  #heapKey: string[] = []
+  readonly #sweepTimer: NodeJS.Timeout | undefined
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#maxEntries = positiveInteger(options.maxEntries, 'maxEntries', DEFAULT_MAX_ENTRIES)
+    this.#maxBytes = positiveInteger(options.maxBytes, 'maxBytes', DEFAULT_MAX_BYTES)
+    this.#clock = options.clock ?? systemClock
+    this.#codec = options.codec ?? jsonCodec
+    const isolation = options.values ?? 'frozen'
+    if (!Object.values(ValueIsolation).includes(isolation)) {
+      throw InvalidArgumentError.format(
+        'values',
+        `must be one of ${Object.values(ValueIsolation).join(', ')}; got ${String(isolation)}`,
+      )
+    }
+    this.#isolation = isolation
+    const sweepMs = options.sweepIntervalMs ?? 1000
+    if (!Number.isFinite(sweepMs) || sweepMs < 0) {
+      throw InvalidArgumentError.format('sweepIntervalMs', `must be >= 0; got ${String(sweepMs)}`)
+    }
+    if (sweepMs > 0) {
+      this.#sweepTimer = setInterval(() => this.#sweep(SWEEP_BUDGET), sweepMs)
+      this.#sweepTimer.unref()
+    }
+    this.local = {
+      codec: this.#codec,
+      read: (key) => this.#readValue(key),
+      has: (key) => this.#live(key) !== undefined,
+      write: (key, value, sizeBytes, ttlMs) => {
+        this.#checkOpen()
+        const [stored, flags] = this.#isolate(value)
+        return this.#write(key, stored, sizeBytes + key.length, ttlMs, flags)
+      },
+    }
+  }
+
+  // ---- byte API -------------------------------------------------------------------------------
+
+  async get(key: string): Promise<StoreEntry | undefined> {
+    this.#checkOpen()
+    const entry = this.#live(key)
+    return entry === undefined ? undefined : this.#toStoreEntry(entry)
+  }
+
+  async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
+    this.#checkOpen()
+    return keys.map((key) => {
+      const entry = this.#live(key)
+      return entry === undefined ? undefined : this.#toStoreEntry(entry)
+    })
+  }
+
+  async set(key: string, value: Uint8Array, options?: StoreWriteOptions): Promise<Revision> {
+    this.#checkOpen()
+    return this.#writeBytes(key, value, options?.ttlMs)
+  }
+
+  async setMany(items: readonly StoreWriteItem[]): Promise<Revision[]> {
+    this.#checkOpen()
+    return items.map((item) => this.#writeBytes(item.key, item.value, item.ttlMs))
+  }
+
+  async create(
+    key: string,
+    value: Uint8Array,
+    options?: StoreWriteOptions,
+  ): Promise<Revision | undefined> {
+    this.#checkOpen()
+    if (this.#live(key) !== undefined) return undefined
+    return this.#writeBytes(key, value, options?.ttlMs)
+  }
+
+  async compareAndSet(
+    key: string,
+    value: Uint8Array,
+    expected: Revision,
+    options?: StoreWriteOptions,
+  ): Promise<Revision | undefined> {
+    this.#checkOpen()
+    const entry = this.#live(key)
+    if (entry === undefined || String(entry.revision) !== expected) return undefined
+    return this.#writeBytes(key, value, options?.ttlMs)
+  }
+
+  async delete(key: string, options?: { expected?: Revision }): Promise<boolean> {
+    this.#checkOpen()
+    const entry = this.#live(key)
+    if (entry === undefined) return false
+    if (options?.expected !== undefined && String(entry.revision) !== options.expected) return false
+    this.#remove(key, entry)
+    return true
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    this.#checkOpen()
+    let deleted = 0
+    for (const key of keys) {
+      const entry = this.#live(key)
+      if (entry !== undefined) {
+        this.#remove(key, entry)
+        deleted++
+      }
+    }
+    return deleted
+  }
+
+  async increment(
+    key: string,
+    by: number,
+    codec: Codec,
+    options?: StoreWriteOptions,
+  ): Promise<number> {
+    this.#checkOpen()
+    const entry = this.#live(key)
+    if (entry === undefined) {
+      this.#write(key, by, codec.encodedSize(by) + key.length, options?.ttlMs, 0)
+      return by
+    }
+    const current = entry.flags & ENCODED ? codec.decode(entry.value as Uint8Array) : entry.value
+    if (typeof current !== 'number') {
+      throw new NotANumberError(
+        `cannot increment: the stored value is ${current === null ? 'null' : typeof current}, not a number; delete the key or use another one`,
+      )
+    }
+    const next = current + by
+    const remaining = entry.expiresAt === 0 ? undefined : entry.expiresAt - this.#clock.now()
+    this.#write(key, next, codec.encodedSize(next) + key.length, remaining, 0)
+    return next
+  }
+
+  async *list(prefix: string, options?: StoreListOptions): AsyncIterable<string> {
+    this.#checkOpen()
+    const limit = options?.limit ?? Number.POSITIVE_INFINITY
+    if (limit <= 0) return
+    const now = this.#clock.now()
+    // Snapshot first: the caller may write or delete while iterating.
+    const found: string[] = []
+    for (const map of [this.#user, this.#system]) {
+      for (const [key, entry] of map) {
+        if (!key.startsWith(prefix) || (entry.expiresAt !== 0 && entry.expiresAt <= now)) continue
+        found.push(key)
+        if (found.length >= limit) break
+      }
+      if (found.length >= limit) break
+    }
+    yield* found
+  }
+
+  async clear(prefix: string): Promise<number> {
+    this.#checkOpen()
+    let removed = 0
+    for (const [key, entry] of this.#user) {
+      if (key.startsWith(prefix)) {
+        this.#remove(key, entry)
+        removed++
+      }
+    }
+    return removed
+  }
+
+  setQuota(prefix: string, limits: QuotaLimits): void {
+    this.#checkOpen()
+    const maxEntries = positiveInteger(limits.maxEntries, 'maxEntries', Number.MAX_SAFE_INTEGER)
+    const maxBytes = positiveInteger(limits.maxBytes, 'maxBytes', Number.MAX_SAFE_INTEGER)
+    const existing = this.#quotas.get(prefix)
+    if (existing !== undefined) {
+      existing.maxEntries = maxEntries
+      existing.maxBytes = maxBytes
+      this.#enforceQuota(existing)
+      return
+    }
+    const quota = new QuotaState(prefix, maxEntries, maxBytes)
+    this.#quotas.set(prefix, quota)
+    for (const [key, entry] of this.#user) {
+      if (!key.startsWith(prefix)) continue
+      ;(entry.quotas ??= []).push(quota)
+      quota.order.set(key, entry)
+      quota.entries++
+      quota.bytes += entry.size
+    }
+    this.#enforceQuota(quota)
+  }
+
+  async prune(): Promise<number> {
+    this.#checkOpen()
+    return this.#sweep(Number.POSITIVE_INFINITY)
+  }
+
+  now(): number {
+    return this.#clock.now()
+  }
+
+  stats(): StoreStats {
+    return {
+      entries: this.#user.size + this.#system.size,
+      bytes: this.#userBytes + this.#systemBytes,
+      evictions: this.#evictions,
+      expirations: this.#expirations,
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer)
+    this.#user.clear()
+    this.#system.clear()
+    this.#quotas.clear()
+    this.#heapAt = []
+    this.#heapKey = []
+    this.#userBytes = 0
+    this.#systemBytes = 0
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ClosedError('this memory store is closed; create a new one')
+  }
+
+  /** The live entry under `key`, expiring it on the spot when its deadline has passed. */
+  #live(key: string): Entry | undefined {
+    const entry = (isUserKey(key) ? this.#user : this.#system).get(key)
+    if (entry === undefined) return undefined
+    if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) {
+      this.#remove(key, entry)
+      this.#expirations++
+      return undefined
+    }
+    return entry
+  }
+
+  #readValue(key: string): unknown {
+    this.#checkOpen()
+    const user = isUserKey(key)
+    const map = user ? this.#user : this.#system
+    const entry = map.get(key)
+    if (entry === undefined) return undefined
+    if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) {
+      this.#remove(key, entry)
+      this.#expirations++
+      return undefined
+    }
+    if (user) this.#touch(key, entry)
+    if (entry.flags & ENCODED) {
+      const decoded = this.#codec.decode(entry.value as Uint8Array)
+      // A decoded value is a fresh object nobody else holds: isolate without another copy.
+      entry.value = decoded
+      entry.flags = this.#isolation === 'copied' || !freezeValue(decoded) ? COPY_ON_READ : 0
+      if (this.#isolation === 'shared') entry.flags = 0
+    }
+    return entry.flags & COPY_ON_READ ? copyValue(entry.value) : entry.value
+  }
+
+  /** Marks an entry as recently used. */
+  #touch(key: string, entry: Entry): void {
+    // An entry among the most recently used half cannot be next in line for eviction; skipping
+    // the Map reinsertion for it keeps repeated hits on hot keys free of Map writes. Entries under
+    // a quota are always moved so that quota eviction order stays exact.
+    if (entry.quotas === null && this.#tick - entry.tick <= this.#user.size >> 1) return
+    entry.tick = ++this.#tick
+    this.#user.delete(key)
+    this.#user.set(key, entry)
+    if (entry.quotas !== null) {
+      for (const quota of entry.quotas) {
+        quota.order.delete(key)
+        quota.order.set(key, entry)
+      }
+    }
+  }
+
+  #isolate(value: unknown): [unknown, number] {
+    if (typeof value !== 'object' || value === null || this.#isolation === 'shared') return [value, 0]
+    const copy = copyValue(value)
+    if (this.#isolation === 'copied') return [copy, COPY_ON_READ]
+    return [copy, freezeValue(copy) ? 0 : COPY_ON_READ]
+  }
+
+  #writeBytes(key: string, value: Uint8Array, ttlMs: number | undefined): Revision {
+    // Keep our own copy: the caller may reuse its buffer.
+    return this.#write(key, value.slice(), value.byteLength + key.length, ttlMs, ENCODED)
+  }
+
+  #write(
+    key: string,
+    value: unknown,
+    size: number,
+    ttlMs: number | undefined,
+    flags: number,
+  ): Revision {
+    if (ttlMs !== undefined && !(ttlMs > 0)) {
+      throw InvalidArgumentError.format('ttlMs', `must be a positive number; got ${String(ttlMs)}`)
+    }
+    const user = isUserKey(key)
+    const map = user ? this.#user : this.#system
+    const quotas = user && this.#quotas.size > 0 ? this.#quotasOf(key) : null
+    if (user) this.#checkFits(key, size, quotas)
+    const previous = map.get(key)
+    if (previous !== undefined) this.#remove(key, previous)
+    const expiresAt = ttlMs === undefined ? 0 : this.#clock.now() + ttlMs
+    const revision = ++this.#revision
+    const entry = new Entry(value, size, expiresAt, revision, flags, ++this.#tick, quotas)
+    map.set(key, entry)
+    if (expiresAt !== 0) this.#heapPush(expiresAt, key)
+    if (!user) {
+      this.#systemBytes += size
+      return String(revision)
+    }
+    this.#userBytes += size
+    if (quotas !== null) {
+      for (const quota of quotas) {
+        quota.order.set(key, entry)
+        quota.entries++
+        quota.bytes += size
+      }
+      for (const quota of quotas) this.#enforceQuota(quota)
+    }
+    while (this.#user.size > this.#maxEntries || this.#userBytes > this.#maxBytes) {
+      if (!this.#evictOldest(this.#user)) break
+    }
+    return String(revision)
+  }
+
+  /** Refuses a single entry larger than a byte limit it would have to fit in alone. */
+  #checkFits(key: string, size: number, quotas: QuotaState[] | null): void {
+    if (size > this.#maxBytes) {
+      throw new ValueTooLargeError(
+        `entry ${key} needs ${size} bytes but the memory store's maxBytes is ${this.#maxBytes}; raise maxBytes or store less`,
+      )
+    }
+    if (quotas === null) return
+    for (const quota of quotas) {
+      if (size > quota.maxBytes) {
+        throw new ValueTooLargeError(
+          `entry needs ${size} bytes but its namespace quota (maxBytes) is ${quota.maxBytes}; raise the quota or store less`,
+        )
+      }
+    }
+  }
+
+  #quotasOf(key: string): QuotaState[] | null {
+    let found: QuotaState[] | null = null
+    let dot = key.indexOf('.')
+    while (dot !== -1) {
+      const quota = this.#quotas.get(key.slice(0, dot + 1))
+      if (quota !== undefined) (found ??= []).push(quota)
+      dot = key.indexOf('.', dot + 1)
+    }
+    return found
+  }
+
+  #enforceQuota(quota: QuotaState): void {
+    while (quota.entries > quota.maxEntries || quota.bytes > quota.maxBytes) {
+      if (!this.#evictOldest(quota.order)) break
+    }
+  }
+
+  #evictOldest(order: Map<string, Entry>): boolean {
+    const oldest = order.entries().next()
+    if (oldest.done === true) return false
+    const [key, entry] = oldest.value
+    this.#remove(key, entry)
+    if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) this.#expirations++
+    else this.#evictions++
+    return true
+  }
+
+  #remove(key: string, entry: Entry): void {
+    if (isUserKey(key)) {
+      this.#user.delete(key)
+      this.#userBytes -= entry.size
+      if (entry.quotas !== null) {
+        for (const quota of entry.quotas) {
+          quota.order.delete(key)
+          quota.entries--
+          quota.bytes -= entry.size
+        }
+      }
+    } else {
+      this.#system.delete(key)
+      this.#systemBytes -= entry.size
+    }
+  }
+
+  #toStoreEntry(entry: Entry): StoreEntry {
+    const value =
+      entry.flags & ENCODED
+        ? (entry.value as Uint8Array).slice()
+        : this.#codec.encode(entry.value)
+    return {
+      value,
+      revision: String(entry.revision),
+      expiresAt: entry.expiresAt === 0 ? null : entry.expiresAt,
+    }
+  }
+
+  // ---- expiry -----------------------------------------------------------------------------------
+
+  #sweep(budget: number): number {
+    const now = this.#clock.now()
+    let removed = 0
+    while (this.#heapAt.length > 0 && (this.#heapAt[0] as number) <= now && removed < budget) {
+      const key = this.#heapKey[0] as string
+      this.#heapPop()
+      const entry = (isUserKey(key) ? this.#user : this.#system).get(key)
+      if (entry !== undefined && entry.expiresAt !== 0 && entry.expiresAt <= now) {
+        this.#remove(key, entry)
+        this.#expirations++
+        removed++
+      }
+    }
+    const live = this.#user.size + this.#system.size
+    if (this.#heapAt.length > 2 * live + 1024) this.#rebuildHeap()
+    return removed
+  }
+
+  #heapPush(at: number, key: string): void {
+    const times = this.#heapAt
+    const keys = this.#heapKey
+    let index = times.length
+    times.push(at)
+    keys.push(key)
+    while (index > 0) {
+      const parent = (index - 1) >> 1
+      if ((times[parent] as number) <= at) break
+      times[index] = times[parent] as number
+      keys[index] = keys[parent] as string
+      index = parent
+    }
+    times[index] = at
+    keys[index] = key
+  }
+
+  #heapPop(): void {
+    const times = this.#heapAt
+    const keys = this.#heapKey
+    const lastAt = times.pop() as number
+    const lastKey = keys.pop() as string
+    const size = times.length
+    if (size === 0) return
+    let index = 0
+    for (;;) {
+      const left = 2 * index + 1
+      if (left >= size) break
+      const right = left + 1
+      const child = right < size && (times[right] as number) < (times[left] as number) ? right : left
+      if ((times[child] as number) >= lastAt) break
+      times[index] = times[child] as number
+      keys[index] = keys[child] as string
+      index = child
+    }
+    times[index] = lastAt
+    keys[index] = lastKey
+  }
+
+  #rebuildHeap(): void {
+    const times = this.#heapAt
+    const keys = this.#heapKey
+    this.#heapAt = []
+    this.#heapKey = []
+    for (let i = 0; i < times.length; i++) {
+      const key = keys[i] as string
+      const entry = (isUserKey(key) ? this.#user : this.#system).get(key)
+      // Keep one heap item per live deadline: the one whose time matches the entry.
+      if (entry !== undefined && entry.expiresAt === times[i]) this.#heapPush(times[i] as number, key)
+    }
+  }
+}
+
+/**
+ * Creates an in-process memory store: LRU by entries and bytes, exact TTL, namespace quotas,
+ * system keys never evicted. `createCache()` uses one with default options when given no store.
+ */
+export function memoryStore(options?: MemoryStoreOptions): MemoryStore {
+  return new MemoryStore(options)
+}
