@@ -19,7 +19,7 @@ export class FlowcacheError extends Error {
   constructor(message: string, options?: FlowcacheErrorOptions) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = new.target.name
-    this.code = (new.target as typeof FlowcacheError).code
+    this.code = (new.target).code
   }
 }
 
@@ -28,7 +28,11 @@ export class InvalidArgumentError extends FlowcacheError {
   static override readonly code: string = 'E_INVALID_ARGUMENT'
 
   /** Builds the message `<name> <problem>` so every argument error reads the same way. */
-  static format(name: string, problem: string, options?: FlowcacheErrorOptions): InvalidArgumentError {
+  static format(
+    name: string,
+    problem: string,
+    options?: FlowcacheErrorOptions,
+  ): InvalidArgumentError {
     return new InvalidArgumentError(`${name} ${problem}`, options)
   }
 }

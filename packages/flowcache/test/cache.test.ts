@@ -76,7 +76,10 @@ describe('get and set', () => {
     const value = {
       date: new Date('2026-01-02T03:04:05.006Z'),
       big: 12345678901234567890n,
-      map: new Map<unknown, unknown>([[1, 'one'], ['two', new Set([2])]]),
+      map: new Map<unknown, unknown>([
+        [1, 'one'],
+        ['two', new Set([2])],
+      ]),
       bytes: new Uint8Array([0, 255]),
       buffer: Buffer.from('hi'),
       specials: [Number.NaN, -0, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY],
@@ -233,7 +236,9 @@ describe('TTL', () => {
 describe('atomic operations', () => {
   it('of 100 concurrent adds on one key exactly one wins', async () => {
     const { cache } = setup()
-    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => cache.add('event:1', i)))
+    const results = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => cache.add('event:1', i)),
+    )
     expect(results.filter(Boolean)).toHaveLength(1)
     const winner = results.indexOf(true)
     expect(await cache.get('event:1')).toBe(winner)
@@ -290,7 +295,9 @@ describe('atomic operations', () => {
     const { cache } = setup()
     await cache.set('doc', 0)
     const { revision } = (await cache.entry('doc'))!
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => cache.compareAndSet('doc', i, revision)))
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => cache.compareAndSet('doc', i, revision)),
+    )
     expect(results.filter((r) => r !== false)).toHaveLength(1)
   })
 
@@ -373,7 +380,10 @@ describe('batches, listing and clear', () => {
 describe('limits are checked before any I/O', () => {
   it('oversized keys, values, TTLs and batches never reach the store', async () => {
     const counted = countingStore(memoryStore())
-    const cache = createCache({ store: counted.store, limits: { maxKeyBytes: 16, maxValueBytes: 64, maxBatchSize: 3 } })
+    const cache = createCache({
+      store: counted.store,
+      limits: { maxKeyBytes: 16, maxValueBytes: 64, maxBatchSize: 3 },
+    })
     await expect(cache.set('k'.repeat(17), 1)).rejects.toBeInstanceOf(KeyTooLongError)
     await expect(cache.get('k'.repeat(17))).rejects.toBeInstanceOf(KeyTooLongError)
     await expect(cache.set('k', 'x'.repeat(100))).rejects.toBeInstanceOf(ValueTooLargeError)
@@ -464,7 +474,9 @@ describe('getOrSet', () => {
       await new Promise((resolve) => setTimeout(resolve, 20))
       return { computed: true }
     }
-    const results = await Promise.all(Array.from({ length: 1000 }, () => cache.getOrSet('report', factory, { ttl: '1m' })))
+    const results = await Promise.all(
+      Array.from({ length: 1000 }, () => cache.getOrSet('report', factory, { ttl: '1m' })),
+    )
     expect(calls).toBe(1)
     expect(results.every((r) => r.computed)).toBe(true)
     expect(await cache.ttl('report')).toBe(60_000)
@@ -478,7 +490,9 @@ describe('getOrSet', () => {
       await new Promise((resolve) => setTimeout(resolve, 5))
       throw new Error('upstream down')
     }
-    const results = await Promise.allSettled(Array.from({ length: 10 }, () => cache.getOrSet('k', factory)))
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, () => cache.getOrSet('k', factory)),
+    )
     expect(calls).toBe(1)
     expect(results.every((r) => r.status === 'rejected')).toBe(true)
     expect(await cache.has('k')).toBe(false)
@@ -526,6 +540,8 @@ describe('stats, health and close', () => {
 
   it('a codec that differs from an in-process store codec is refused', () => {
     const store = memoryStore()
-    expect(() => createCache({ store, codec: { ...store.local.codec, name: 'other' } })).toThrow(InvalidArgumentError)
+    expect(() => createCache({ store, codec: { ...store.local.codec, name: 'other' } })).toThrow(
+      InvalidArgumentError,
+    )
   })
 })

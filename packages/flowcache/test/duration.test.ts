@@ -21,18 +21,33 @@ describe('parseDuration', () => {
     expect(parseDuration('0.5ms')).toBe(1)
   })
 
-  it.each([0, -1, -0, Number.NaN, Number.POSITIVE_INFINITY, '0s', '-5s', '', '  ', 'abc', '10', '5 minutes', '1x', 's', null, {}, true])(
-    'rejects %s with a typed error instead of treating it as "no expiry"',
-    (input) => {
-      expect(() => parseDuration(input)).toThrow(InvalidArgumentError)
-      try {
-        parseDuration(input)
-      } catch (error) {
-        expect((error as InvalidArgumentError).code).toBe('E_INVALID_ARGUMENT')
-        expect((error as Error).message).toMatch(/^ttl /)
-      }
-    },
-  )
+  it.each([
+    0,
+    -1,
+    -0,
+    Number.NaN,
+    Number.POSITIVE_INFINITY,
+    '0s',
+    '-5s',
+    '',
+    '  ',
+    'abc',
+    '10',
+    '5 minutes',
+    '1x',
+    's',
+    null,
+    {},
+    true,
+  ])('rejects %s with a typed error instead of treating it as "no expiry"', (input) => {
+    expect(() => parseDuration(input)).toThrow(InvalidArgumentError)
+    try {
+      parseDuration(input)
+    } catch (error) {
+      expect((error as InvalidArgumentError).code).toBe('E_INVALID_ARGUMENT')
+      expect((error as Error).message).toMatch(/^ttl /)
+    }
+  })
 
   it('tells the user to add a unit when a string has none', () => {
     expect(() => parseDuration('60')).toThrow(/needs a unit/)

@@ -17,11 +17,43 @@ const MAX = 1024
 
 /** Pieces that have broken other caches' key schemes, combined into crafted names. */
 const hostilePiece = fc.constantFrom(
-  ':', '.', '*', '>', '/', '..', '\0', '__proto__', 'constructor', 'prototype', '=', '=3A', '=2E',
-  'k/', 'k', 'l/', '%', '\\', ' ', '?', '[', ']', '{', '}', 'é', '🙂', 'ß', '\u2028', 'fc', 'a', 'b',
+  ':',
+  '.',
+  '*',
+  '>',
+  '/',
+  '..',
+  '\0',
+  '__proto__',
+  'constructor',
+  'prototype',
+  '=',
+  '=3A',
+  '=2E',
+  'k/',
+  'k',
+  'l/',
+  '%',
+  '\\',
+  ' ',
+  '?',
+  '[',
+  ']',
+  '{',
+  '}',
+  'é',
+  '🙂',
+  'ß',
+  '\u2028',
+  'fc',
+  'a',
+  'b',
 )
 const craftedName = fc
-  .array(fc.oneof(hostilePiece, fc.string({ unit: 'grapheme', maxLength: 4 })), { minLength: 1, maxLength: 5 })
+  .array(fc.oneof(hostilePiece, fc.string({ unit: 'grapheme', maxLength: 4 })), {
+    minLength: 1,
+    maxLength: 5,
+  })
   .map((parts) => parts.join(''))
   .filter((name) => name.length > 0)
 const craftedPath = fc.array(craftedName, { maxLength: 3 })
@@ -68,12 +100,18 @@ describe('keyspace encoding', () => {
 
   it('is injective: different (namespace path, key) pairs never share a store key', () => {
     fc.assert(
-      fc.property(craftedPath, craftedName, craftedPath, craftedName, (pathA, keyA, pathB, keyB) => {
-        const same = keyA === keyB && pathA.length === pathB.length && isPathPrefix(pathA, pathB)
-        const a = userKey(prefixOf(pathA), keyA, MAX)
-        const b = userKey(prefixOf(pathB), keyB, MAX)
-        expect(a === b).toBe(same)
-      }),
+      fc.property(
+        craftedPath,
+        craftedName,
+        craftedPath,
+        craftedName,
+        (pathA, keyA, pathB, keyB) => {
+          const same = keyA === keyB && pathA.length === pathB.length && isPathPrefix(pathA, pathB)
+          const a = userKey(prefixOf(pathA), keyA, MAX)
+          const b = userKey(prefixOf(pathB), keyB, MAX)
+          expect(a === b).toBe(same)
+        },
+      ),
       { numRuns: 5000 },
     )
   })
@@ -96,7 +134,9 @@ describe('keyspace encoding', () => {
     fc.assert(
       fc.property(craftedName, craftedName, (keyPrefix, key) => {
         const ns = prefixOf(['n'])
-        expect(userKey(ns, key, MAX).startsWith(userKeyPrefix(ns, keyPrefix, MAX))).toBe(key.startsWith(keyPrefix))
+        expect(userKey(ns, key, MAX).startsWith(userKeyPrefix(ns, keyPrefix, MAX))).toBe(
+          key.startsWith(keyPrefix),
+        )
       }),
       { numRuns: 5000 },
     )
@@ -133,7 +173,8 @@ describe('namespace isolation through the Cache API', () => {
         fc.nat(),
         async (pairs, pick) => {
           const cache = createCache()
-          const viewOf = (path: readonly string[]) => path.reduce((view, name) => view.namespace(name), cache)
+          const viewOf = (path: readonly string[]) =>
+            path.reduce((view, name) => view.namespace(name), cache)
           const id = (path: readonly string[], key: string) => JSON.stringify([path, key])
           for (const [path, key] of pairs) await viewOf(path).set(key, id(path, key))
 

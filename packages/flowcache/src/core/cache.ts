@@ -6,13 +6,7 @@
 import { jsonCodec, valuesEqual } from './codec.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Duration } from './duration.js'
-import {
-  childPrefix,
-  rootPrefix,
-  stripUserKey,
-  userKey,
-  userKeyPrefix,
-} from './keyspace.js'
+import { childPrefix, rootPrefix, stripUserKey, userKey, userKeyPrefix } from './keyspace.js'
 import {
   checkBatch,
   checkTtl,
@@ -133,7 +127,12 @@ export class Cache {
   readonly #path: readonly string[]
 
   /** @internal use {@link createCache} */
-  constructor(core: Core, prefix: string, defaultTtlMs: number | undefined, path: readonly string[]) {
+  constructor(
+    core: Core,
+    prefix: string,
+    defaultTtlMs: number | undefined,
+    path: readonly string[],
+  ) {
     this.#core = core
     this.#prefix = prefix
     this.#userPrefix = `${prefix}k/`
@@ -261,7 +260,12 @@ export class Cache {
     return result
   }
 
-  async #incrementByCas(key: string, storeKey: string, by: number, ttlMs: number | undefined): Promise<number> {
+  async #incrementByCas(
+    key: string,
+    storeKey: string,
+    by: number,
+    ttlMs: number | undefined,
+  ): Promise<number> {
     const core = this.#core
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const entry = await this.#call('increment', () => core.store.get(storeKey))
@@ -282,7 +286,9 @@ export class Cache {
       const remaining = entry.expiresAt === null ? undefined : entry.expiresAt - this.#storeNow()
       if (remaining !== undefined && remaining <= 0) continue
       const written = await this.#call('increment', () =>
-        core.store.compareAndSet(storeKey, this.#encode(key, next), entry.revision, { ttlMs: remaining }),
+        core.store.compareAndSet(storeKey, this.#encode(key, next), entry.revision, {
+          ttlMs: remaining,
+        }),
       )
       if (written !== undefined) return next
     }
@@ -302,7 +308,9 @@ export class Cache {
       values = storeKeys.map((storeKey) => local.read(storeKey))
     } else {
       const entries = await this.#call('getMany', () => core.store.getMany(storeKeys))
-      values = entries.map((entry) => (entry === undefined ? undefined : core.codec.decode(entry.value)))
+      values = entries.map((entry) =>
+        entry === undefined ? undefined : core.codec.decode(entry.value),
+      )
     }
     for (const value of values) {
       if (value === undefined) core.stats.misses++
@@ -344,7 +352,10 @@ export class Cache {
   async listKeys(prefix?: string, options: ListKeysOptions = {}): Promise<string[]> {
     const limit = options.limit ?? 1000
     if (!Number.isSafeInteger(limit) || limit <= 0 || limit > MAX_LIST_LIMIT) {
-      throw InvalidArgumentError.format('limit', `must be an integer from 1 to ${MAX_LIST_LIMIT}; got ${String(limit)}`)
+      throw InvalidArgumentError.format(
+        'limit',
+        `must be an integer from 1 to ${MAX_LIST_LIMIT}; got ${String(limit)}`,
+      )
     }
     return this.#listKeys(prefix, limit)
   }
@@ -413,7 +424,10 @@ export class Cache {
   ): Promise<Revision | false> {
     const core = this.#open()
     if (typeof revision !== 'string' || revision === '') {
-      throw InvalidArgumentError.format('revision', 'must be the revision string returned by entry()')
+      throw InvalidArgumentError.format(
+        'revision',
+        'must be the revision string returned by entry()',
+      )
     }
     const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
     const ttlMs = this.#ttlOf(ttl)
@@ -432,10 +446,17 @@ export class Cache {
    * caches nothing and every waiter gets the error; a factory result of `undefined` is returned
    * but not cached.
    */
-  async getOrSet<T>(key: string, factory: () => T | Promise<T>, options: GetOrSetOptions = {}): Promise<T> {
+  async getOrSet<T>(
+    key: string,
+    factory: () => T | Promise<T>,
+    options: GetOrSetOptions = {},
+  ): Promise<T> {
     const core = this.#open()
     if (typeof factory !== 'function') {
-      throw InvalidArgumentError.format('factory', 'must be a function returning the value to cache')
+      throw InvalidArgumentError.format(
+        'factory',
+        'must be a function returning the value to cache',
+      )
     }
     const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
     const ttl = options.ttl === undefined ? undefined : checkTtl(options.ttl, core.limits)
@@ -476,10 +497,12 @@ export class Cache {
     const core = this.#open()
     const prefix = childPrefix(this.#prefix, name, core.limits.maxKeyBytes)
     const defaultTtlMs =
-      options.defaultTtl === undefined ? this.#defaultTtlMs : checkTtl(options.defaultTtl, core.limits, 'defaultTtl')
+      options.defaultTtl === undefined
+        ? this.#defaultTtlMs
+        : checkTtl(options.defaultTtl, core.limits, 'defaultTtl')
     if (options.maxEntries !== undefined || options.maxBytes !== undefined) {
-      const setQuota = core.store.setQuota
-      if (setQuota === undefined || !core.store.capabilities.quotas) {
+      const store = core.store
+      if (store.setQuota === undefined || !store.capabilities.quotas) {
         throw InvalidArgumentError.format(
           'maxEntries/maxBytes',
           `need a store with namespace quotas; the ${core.store.name} store has none`,
@@ -488,7 +511,7 @@ export class Cache {
       const limits: { maxEntries?: number; maxBytes?: number } = {}
       if (options.maxEntries !== undefined) limits.maxEntries = options.maxEntries
       if (options.maxBytes !== undefined) limits.maxBytes = options.maxBytes
-      setQuota.call(core.store, prefix, limits)
+      store.setQuota(prefix, limits)
     }
     return new Cache(core, prefix, defaultTtlMs, [...this.#path, name])
   }
@@ -515,7 +538,13 @@ export class Cache {
   /** Health of the cache: `ok` while open, `down` once closed. */
   health(): CacheHealth {
     const core = this.#core
-    if (core.closed) return { status: 'down', reason: 'the cache is closed', since: core.healthSince, store: core.store.name }
+    if (core.closed)
+      return {
+        status: 'down',
+        reason: 'the cache is closed',
+        since: core.healthSince,
+        store: core.store.name,
+      }
     return { status: 'ok', since: core.healthSince, store: core.store.name }
   }
 
@@ -534,7 +563,8 @@ export class Cache {
   }
 
   #open(): Core {
-    if (this.#core.closed) throw new ClosedError('this cache is closed; create a new one with createCache()')
+    if (this.#core.closed)
+      throw new ClosedError('this cache is closed; create a new one with createCache()')
     return this.#core
   }
 
@@ -549,7 +579,9 @@ export class Cache {
           )
         }
       }
-      return ttlOrOptions.ttl === undefined ? this.#defaultTtlMs : checkTtl(ttlOrOptions.ttl, this.#core.limits)
+      return ttlOrOptions.ttl === undefined
+        ? this.#defaultTtlMs
+        : checkTtl(ttlOrOptions.ttl, this.#core.limits)
     }
     return checkTtl(ttlOrOptions, this.#core.limits)
   }
@@ -593,7 +625,10 @@ export function createCache(options: CacheOptions = {}): Cache {
     }
     codec = local.codec
   }
-  const defaultTtlMs = options.defaultTtl === undefined ? undefined : checkTtl(options.defaultTtl, limits, 'defaultTtl')
+  const defaultTtlMs =
+    options.defaultTtl === undefined
+      ? undefined
+      : checkTtl(options.defaultTtl, limits, 'defaultTtl')
   const core: Core = {
     store,
     codec,

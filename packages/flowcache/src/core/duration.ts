@@ -40,7 +40,8 @@ export function parseDuration(input: unknown, name = 'ttl'): number {
     )
   }
   const text = input.trim().toLowerCase()
-  if (text === '') throw InvalidArgumentError.format(name, 'must not be an empty string; use e.g. "30s"')
+  if (text === '')
+    throw InvalidArgumentError.format(name, 'must not be an empty string; use e.g. "30s"')
   let total = 0
   let index = 0
   PART.lastIndex = 0
@@ -78,6 +79,7 @@ export function formatDuration(ms: number): string {
       rest %= size
     }
   }
-  if (rest > 0) parts.push(`${rest % 1000 === 0 ? rest / 1000 : (rest / 1000).toFixed(3).replace(/0+$/, '')}s`)
+  if (rest > 0)
+    parts.push(`${rest % 1000 === 0 ? rest / 1000 : (rest / 1000).toFixed(3).replace(/0+$/, '')}s`)
   return parts.join('')
 }

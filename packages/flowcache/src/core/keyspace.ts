@@ -157,12 +157,21 @@ export function userKey(prefix: string, key: string, maxBytes: number): string {
 }
 
 /** Store key of a system entry of the given kind in the namespace with `prefix`. */
-export function systemKey(prefix: string, kind: Exclude<KeyKind, 'k'>, key: string, maxBytes: number): string {
+export function systemKey(
+  prefix: string,
+  kind: Exclude<KeyKind, 'k'>,
+  key: string,
+  maxBytes: number,
+): string {
   return `${prefix}${kind}/${escapeKeyPart(key, 'key', maxBytes)}`
 }
 
 /** Store-key prefix that selects the user keys of one namespace (not its children) that start with `keyPrefix`. */
-export function userKeyPrefix(prefix: string, keyPrefix: string | undefined, maxBytes: number): string {
+export function userKeyPrefix(
+  prefix: string,
+  keyPrefix: string | undefined,
+  maxBytes: number,
+): string {
   return keyPrefix === undefined || keyPrefix === ''
     ? `${prefix}k/`
     : `${prefix}k/${escapeKeyPart(keyPrefix, 'prefix', maxBytes)}`

@@ -36,7 +36,10 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
 function positiveInteger(value: number | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback
   if (!Number.isSafeInteger(value) || value <= 0) {
-    throw InvalidArgumentError.format(`limits.${name}`, `must be a positive integer; got ${String(value)}`)
+    throw InvalidArgumentError.format(
+      `limits.${name}`,
+      `must be a positive integer; got ${String(value)}`,
+    )
   }
   return value
 }
@@ -45,12 +48,20 @@ function positiveInteger(value: number | undefined, name: string, fallback: numb
 export function resolveLimits(options: LimitsOptions = {}): Readonly<Limits> {
   return Object.freeze({
     maxKeyBytes: positiveInteger(options.maxKeyBytes, 'maxKeyBytes', DEFAULT_LIMITS.maxKeyBytes),
-    maxValueBytes: positiveInteger(options.maxValueBytes, 'maxValueBytes', DEFAULT_LIMITS.maxValueBytes),
+    maxValueBytes: positiveInteger(
+      options.maxValueBytes,
+      'maxValueBytes',
+      DEFAULT_LIMITS.maxValueBytes,
+    ),
     maxTtlMs:
       options.maxTtl === undefined
         ? DEFAULT_LIMITS.maxTtlMs
         : parseDuration(options.maxTtl, 'limits.maxTtl'),
-    maxBatchSize: positiveInteger(options.maxBatchSize, 'maxBatchSize', DEFAULT_LIMITS.maxBatchSize),
+    maxBatchSize: positiveInteger(
+      options.maxBatchSize,
+      'maxBatchSize',
+      DEFAULT_LIMITS.maxBatchSize,
+    ),
   })
 }
 

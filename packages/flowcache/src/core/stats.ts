@@ -54,7 +54,8 @@ class LatencyReservoir {
   summary(): LatencySummary {
     const size = Math.min(this.count, RESERVOIR)
     const sorted = Array.from(this.values.subarray(0, size)).sort((a, b) => a - b)
-    const at = (q: number): number => (size === 0 ? 0 : (sorted[Math.min(size - 1, Math.floor(q * size))] ?? 0))
+    const at = (q: number): number =>
+      size === 0 ? 0 : (sorted[Math.min(size - 1, Math.floor(q * size))] ?? 0)
     return { samples: this.count, p50: at(0.5), p99: at(0.99) }
   }
 }

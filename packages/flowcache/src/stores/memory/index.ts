@@ -173,14 +173,14 @@ export class MemoryStore implements Store {
 
   async get(key: string): Promise<StoreEntry | undefined> {
     this.#checkOpen()
-    const entry = this.#live(key)
+    const entry = this.#used(key)
     return entry === undefined ? undefined : this.#toStoreEntry(entry)
   }
 
   async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
     this.#checkOpen()
     return keys.map((key) => {
-      const entry = this.#live(key)
+      const entry = this.#used(key)
       return entry === undefined ? undefined : this.#toStoreEntry(entry)
     })
   }
@@ -365,6 +365,13 @@ export class MemoryStore implements Store {
     return entry
   }
 
+  /** Like `#live`, and a read: the entry becomes the most recently used. */
+  #used(key: string): Entry | undefined {
+    const entry = this.#live(key)
+    if (entry !== undefined && isUserKey(key)) this.#touch(key, entry)
+    return entry
+  }
+
   #readValue(key: string): unknown {
     this.#checkOpen()
     const user = isUserKey(key)
@@ -405,7 +412,8 @@ export class MemoryStore implements Store {
   }
 
   #isolate(value: unknown): [unknown, number] {
-    if (typeof value !== 'object' || value === null || this.#isolation === 'shared') return [value, 0]
+    if (typeof value !== 'object' || value === null || this.#isolation === 'shared')
+      return [value, 0]
     const copy = copyValue(value)
     if (this.#isolation === 'copied') return [copy, COPY_ON_READ]
     return [copy, freezeValue(copy) ? 0 : COPY_ON_READ]
@@ -519,9 +527,7 @@ export class MemoryStore implements Store {
 
   #toStoreEntry(entry: Entry): StoreEntry {
     const value =
-      entry.flags & ENCODED
-        ? (entry.value as Uint8Array).slice()
-        : this.#codec.encode(entry.value)
+      entry.flags & ENCODED ? (entry.value as Uint8Array).slice() : this.#codec.encode(entry.value)
     return {
       value,
       revision: String(entry.revision),
@@ -578,7 +584,8 @@ export class MemoryStore implements Store {
       const left = 2 * index + 1
       if (left >= size) break
       const right = left + 1
-      const child = right < size && (times[right] as number) < (times[left] as number) ? right : left
+      const child =
+        right < size && (times[right] as number) < (times[left] as number) ? right : left
       if ((times[child] as number) >= lastAt) break
       times[index] = times[child] as number
       keys[index] = keys[child] as string
@@ -597,7 +604,8 @@ export class MemoryStore implements Store {
       const key = keys[i] as string
       const entry = (isUserKey(key) ? this.#user : this.#system).get(key)
       // Keep one heap item per live deadline: the one whose time matches the entry.
-      if (entry !== undefined && entry.expiresAt === times[i]) this.#heapPush(times[i] as number, key)
+      if (entry !== undefined && entry.expiresAt === times[i])
+        this.#heapPush(times[i] as number, key)
     }
   }
 }

@@ -1,0 +1,13 @@
+/**
+ * `flowcache/testing`: what a store author needs to prove a store. Run {@link runStoreContract}
+ * from a test file; pass a {@link ManualClock} to stores that accept an injected clock.
+ */
+export {
+  runStoreContract,
+  storeContractGroups,
+  type StoreContractContext,
+  type StoreContractGroup,
+  type StoreContractOptions,
+  type TestApi,
+} from './store-contract.js'
+export { ManualClock } from '../core/clock.js'
