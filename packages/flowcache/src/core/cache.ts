@@ -15,7 +15,9 @@ import {
   type Limits,
   type LimitsOptions,
 } from './limits.js'
+import { stderrLogger, type Logger } from './logger.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
+import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
 import {
   ClosedError,
   FlowcacheError,
@@ -41,6 +43,14 @@ export interface CacheOptions {
   defaultTtl?: Duration
   /** Key, value, TTL and batch limits, checked before any I/O. */
   limits?: LimitsOptions
+  /**
+   * When a distributed store (Redis, NATS) cannot be reached at start: `memory` serves from an
+   * in-process memory store, reports `degraded` and reconnects in the background; `fail` makes
+   * `ready()` and every call reject. @default 'memory'
+   */
+  fallback?: FallbackMode
+  /** Where flowcache reports state changes (fallback, reconnect). @default one line per event on stderr */
+  logger?: Logger
 }
 
 /** Options of {@link Cache.namespace}. */
@@ -102,6 +112,7 @@ export interface CacheHealth {
 
 interface Core {
   readonly store: Store
+  readonly fallback: FallbackStore | undefined
   readonly codec: Codec
   readonly limits: Readonly<Limits>
   readonly stats: StatsRecorder
@@ -532,20 +543,34 @@ export class Cache {
       entries: storeStats?.entries ?? 0,
       bytes: storeStats?.bytes ?? 0,
       latency: core.stats.latency(),
+      fallback: {
+        active: core.fallback?.inFallback ?? false,
+        activations: core.fallback?.activations ?? 0,
+      },
     }
   }
 
-  /** Health of the cache: `ok` while open, `down` once closed. */
+  /**
+   * Health of the cache: `ok`; `degraded` while a distributed store is replaced by the memory
+   * fallback; `down` once closed or when the store could not be reached with `fallback: 'fail'`.
+   */
   health(): CacheHealth {
     const core = this.#core
+    const store = core.store.name
     if (core.closed)
-      return {
-        status: 'down',
-        reason: 'the cache is closed',
-        since: core.healthSince,
-        store: core.store.name,
-      }
-    return { status: 'ok', since: core.healthSince, store: core.store.name }
+      return { status: 'down', reason: 'the cache is closed', since: core.healthSince, store }
+    const inner = core.store.health?.()
+    if (inner === undefined) return { status: 'ok', since: core.healthSince, store }
+    return { ...inner, store }
+  }
+
+  /**
+   * Resolves once the store is connected or the cache has fallen back to memory; rejects with
+   * `StoreUnavailableError` when the store cannot be reached and `fallback` is `'fail'`.
+   * Calls made before that wait for it, so awaiting `ready()` is optional.
+   */
+  async ready(): Promise<void> {
+    await this.#core.fallback?.ready()
   }
 
   /** Closes the cache and its store. Idempotent; every later call throws `ClosedError`. */
@@ -614,7 +639,23 @@ export function createCache(options: CacheOptions = {}): Cache {
   const limits = resolveLimits(options.limits)
   const clock = options.clock ?? systemClock
   let codec = options.codec ?? jsonCodec
-  const store = options.store ?? memoryStore({ clock, codec })
+  const given: Store = options.store ?? memoryStore({ clock, codec })
+  const fallbackMode = options.fallback ?? 'memory'
+  if (fallbackMode !== 'memory' && fallbackMode !== 'fail') {
+    throw InvalidArgumentError.format(
+      'fallback',
+      `must be 'memory' or 'fail'; got ${String(fallbackMode)}`,
+    )
+  }
+  const fallback =
+    given.capabilities.distributed && given.connect !== undefined
+      ? new FallbackStore(given, {
+          mode: fallbackMode,
+          logger: options.logger ?? stderrLogger,
+          clock,
+        })
+      : undefined
+  const store: Store = fallback ?? given
   const local = store.local
   if (local !== undefined) {
     if (options.codec !== undefined && options.codec !== local.codec) {
@@ -631,6 +672,7 @@ export function createCache(options: CacheOptions = {}): Cache {
       : checkTtl(options.defaultTtl, limits, 'defaultTtl')
   const core: Core = {
     store,
+    fallback,
     codec,
     limits,
     stats: new StatsRecorder(),

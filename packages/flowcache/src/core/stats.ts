@@ -36,6 +36,8 @@ export interface CacheStats {
   bytes: number
   /** Latency per operation name (`get`, `set`, …), from sampled calls. */
   latency: Record<string, LatencySummary>
+  /** Memory fallback of a distributed store: whether it serves now, and how often it was entered. */
+  fallback: { active: boolean; activations: number }
 }
 
 /** One call in this many is timed. */

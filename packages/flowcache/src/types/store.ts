@@ -60,6 +60,15 @@ export interface StoreStats {
   expirations: number
 }
 
+/** Health of a store: `ok`, `degraded` (serving from a fallback) or `down`, with why and since when. */
+export interface StoreHealth {
+  status: 'ok' | 'degraded' | 'down'
+  /** Why the status is not `ok`. */
+  reason?: string
+  /** Since when (ms since the epoch) this status holds. */
+  since: number
+}
+
 /** What a store can do; the cache and the contract suite read these instead of guessing. */
 export interface StoreCapabilities {
   /** Data outlives the process (sqlite, redis, nats). */
@@ -149,6 +158,14 @@ export interface Store {
   stats?(): StoreStats
   /** The store's current time in ms since the epoch, the clock `expiresAt` is measured on. @default Date.now() */
   now?(): number
+  /**
+   * Connects to the backend, resolving once it answers; rejects with `StoreUnavailableError`
+   * when it cannot be reached within the store's connect timeout. Called at start-up and, after a
+   * fallback, again and again until it succeeds. Stores without a connection omit it.
+   */
+  connect?(): Promise<void>
+  /** Health of the store itself, when it can tell (a wrapper in fallback mode reports `degraded`). */
+  health?(): StoreHealth
   /** Releases connections and timers. Idempotent. */
   close(): Promise<void>
 }
