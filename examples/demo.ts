@@ -6,7 +6,8 @@
 import { createCache } from '../packages/flowcache/src/index.js'
 
 const cache = createCache()
-const log = (label: string, value: unknown) => console.log(`${label.padEnd(48)} ${typeof value === 'string' ? value : JSON.stringify(value)}`)
+const log = (label: string, value: unknown) =>
+  console.log(`${label.padEnd(48)} ${typeof value === 'string' ? value : JSON.stringify(value)}`)
 
 console.log('flowcache demo: one embedded cache, the jobs a workflow engine gives it\n')
 
@@ -27,7 +28,10 @@ for (let run = 0; run < 3; run++) await orders.increment('runs')
 await orders.set('cursor', { lastId: 'evt-3', at: new Date('2026-11-21T10:00:00Z') })
 const cursor = await orders.get<{ lastId: string; at: Date }>('cursor')
 log('state: runs counted', await orders.get('runs'))
-log('state: cursor keeps its Date type', `${cursor?.lastId} at ${cursor?.at.toISOString()} (${cursor?.at.constructor.name})`)
+log(
+  'state: cursor keeps its Date type',
+  `${cursor?.lastId} at ${cursor?.at.toISOString()} (${cursor?.at.constructor.name})`,
+)
 
 // 3. A memoized expensive step: 100 concurrent callers, one computation.
 let computations = 0
@@ -36,7 +40,9 @@ const exchangeRate = async () => {
   await new Promise((resolve) => setTimeout(resolve, 50))
   return { usdToEur: 0.92 }
 }
-await Promise.all(Array.from({ length: 100 }, () => acme.getOrSet('fx:usd-eur', exchangeRate, { ttl: '10m' })))
+await Promise.all(
+  Array.from({ length: 100 }, () => acme.getOrSet('fx:usd-eur', exchangeRate, { ttl: '10m' })),
+)
 log('memoized step: 100 callers → computations', computations)
 
 // 4. TTLs are exact and typed: a zero TTL is an error, never "forever".

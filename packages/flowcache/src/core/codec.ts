@@ -187,6 +187,9 @@ function describeInstance(value: object): string {
   if (types.isTypedArray(value) || types.isAnyArrayBuffer(value) || types.isDataView(value)) {
     return `is a ${name}; only Uint8Array and Buffer are supported among binary types — convert it to a Uint8Array (or a plain array of numbers) first`
   }
+  if (types.isPromise(value)) {
+    return 'is a Promise; await it and store the resolved value instead'
+  }
   return `is an instance of ${name}; only plain objects, arrays, Date, Map, Set, Uint8Array and Buffer can be stored — store its data as a plain object and rebuild the ${name} after reading`
 }
 

@@ -116,13 +116,12 @@ export class FallbackStore implements Store {
   }
 
   async #start(): Promise<void> {
-    const connect = this.primary.connect
-    if (connect === undefined) {
+    if (this.primary.connect === undefined) {
       this.#state = 'primary'
       return
     }
     try {
-      await connect.call(this.primary)
+      await this.primary.connect()
       if (this.#state === 'starting') this.#state = 'primary'
     } catch (error) {
       if (this.#state === 'closed') return
