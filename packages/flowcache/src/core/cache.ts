@@ -6,7 +6,14 @@
 import { jsonCodec, valuesEqual } from './codec.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Duration } from './duration.js'
-import { childPrefix, rootPrefix, stripUserKey, userKey, userKeyPrefix } from './keyspace.js'
+import {
+  checkRoot,
+  childPrefix,
+  rootPrefix,
+  stripUserKey,
+  userKey,
+  userKeyPrefix,
+} from './keyspace.js'
 import {
   checkBatch,
   checkTtl,
@@ -18,6 +25,7 @@ import {
 import { stderrLogger, type Logger } from './logger.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
+import { L1Tier, type L1Options } from '../tiers/l1.js'
 import {
   ClosedError,
   FlowcacheError,
@@ -49,6 +57,11 @@ export interface CacheOptions {
    * `ready()` and every call reject. @default 'memory'
    */
   fallback?: FallbackMode
+  /**
+   * An in-process memory tier in front of a distributed store (Redis, NATS). Writes and deletes
+   * invalidate the other replicas' L1 through the store's pub/sub. @default none
+   */
+  l1?: L1Options
   /** Where flowcache reports state changes (fallback, reconnect). @default one line per event on stderr */
   logger?: Logger
 }
@@ -113,6 +126,7 @@ export interface CacheHealth {
 interface Core {
   readonly store: Store
   readonly fallback: FallbackStore | undefined
+  readonly l1: L1Tier | undefined
   readonly codec: Codec
   readonly limits: Readonly<Limits>
   readonly stats: StatsRecorder
@@ -173,8 +187,8 @@ export class Cache {
     if (local !== undefined) {
       value = local.read(storeKey)
     } else {
-      const entry = await this.#call('get', () => core.store.get(storeKey))
-      value = entry === undefined ? undefined : core.codec.decode(entry.value)
+      value = core.l1?.read(storeKey)
+      if (value === undefined) value = await this.#readThrough(storeKey)
     }
     if (start >= 0) core.stats.recordLatency('get', performance.now() - start)
     if (value === undefined) {
@@ -183,6 +197,26 @@ export class Cache {
     }
     core.stats.hits++
     return value as T
+  }
+
+  /** Reads from the store (not L1), decodes, and keeps the value in L1 when there is one. */
+  async #readThrough(storeKey: string): Promise<unknown> {
+    const core = this.#core
+    const l1 = core.l1
+    const epoch = l1?.epoch ?? 0
+    const entry = await this.#call('get', () => core.store.get(storeKey))
+    if (entry === undefined) return undefined
+    const value = core.codec.decode(entry.value)
+    if (l1 !== undefined) {
+      const expiresIn = entry.expiresAt === null ? null : entry.expiresAt - this.#storeNow()
+      l1.fill(storeKey, value, entry.value.byteLength, expiresIn, epoch)
+    }
+    return value
+  }
+
+  /** After a write to the store: drop L1 copies here and on the other replicas. */
+  async #changed(change: { keys?: string[]; prefixes?: string[] }): Promise<void> {
+    await this.#core.l1?.invalidate(change)
   }
 
   /**
@@ -202,6 +236,11 @@ export class Cache {
     } else {
       const bytes = this.#encode(key, value)
       await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }))
+      const l1 = core.l1
+      if (l1 !== undefined) {
+        await this.#changed({ keys: [storeKey] })
+        l1.fill(storeKey, value, bytes.byteLength, ttlMs ?? null, l1.epoch)
+      }
     }
     if (start >= 0) core.stats.recordLatency('set', performance.now() - start)
     core.stats.sets++
@@ -216,6 +255,7 @@ export class Cache {
     const bytes = this.#encode(key, value)
     const revision = await this.#call('add', () => core.store.create(storeKey, bytes, { ttlMs }))
     if (revision === undefined) return false
+    await this.#changed({ keys: [storeKey] })
     core.stats.sets++
     return true
   }
@@ -226,6 +266,8 @@ export class Cache {
     const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
     const deleted = await this.#call('delete', () => core.store.delete(storeKey))
     if (deleted) core.stats.deletes++
+    // Invalidate even when nothing was deleted here: a replica may still hold an expired copy.
+    await this.#changed({ keys: [storeKey] })
     return deleted
   }
 
@@ -235,6 +277,7 @@ export class Cache {
     const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
     const local = core.store.local
     if (local !== undefined) return local.has(storeKey)
+    if (core.l1?.read(storeKey) !== undefined) return true
     return (await this.#call('has', () => core.store.get(storeKey))) !== undefined
   }
 
@@ -267,6 +310,7 @@ export class Cache {
     } else {
       result = await this.#incrementByCas(key, storeKey, by, ttlMs)
     }
+    await this.#changed({ keys: [storeKey] })
     core.stats.sets++
     return result
   }
@@ -318,16 +362,37 @@ export class Cache {
     if (local !== undefined) {
       values = storeKeys.map((storeKey) => local.read(storeKey))
     } else {
-      const entries = await this.#call('getMany', () => core.store.getMany(storeKeys))
-      values = entries.map((entry) =>
-        entry === undefined ? undefined : core.codec.decode(entry.value),
-      )
+      values = await this.#readManyThrough(storeKeys)
     }
     for (const value of values) {
       if (value === undefined) core.stats.misses++
       else core.stats.hits++
     }
     return values as Array<T | undefined>
+  }
+
+  async #readManyThrough(storeKeys: string[]): Promise<unknown[]> {
+    const core = this.#core
+    const l1 = core.l1
+    const values: unknown[] = l1 === undefined ? [] : storeKeys.map((storeKey) => l1.read(storeKey))
+    const missing =
+      l1 === undefined ? storeKeys : storeKeys.filter((_, i) => values[i] === undefined)
+    if (missing.length === 0) return values
+    const epoch = l1?.epoch ?? 0
+    const entries = await this.#call('getMany', () => core.store.getMany(missing))
+    const now = l1 === undefined ? 0 : this.#storeNow()
+    const fetched = entries.map((entry, i) => {
+      if (entry === undefined) return undefined
+      const value = core.codec.decode(entry.value)
+      if (l1 !== undefined) {
+        const expiresIn = entry.expiresAt === null ? null : entry.expiresAt - now
+        l1.fill(missing[i] as string, value, entry.value.byteLength, expiresIn, epoch)
+      }
+      return value
+    })
+    if (l1 === undefined) return fetched
+    let next = 0
+    return values.map((value) => (value === undefined ? fetched[next++] : value))
   }
 
   /** Writes many entries in one store call; every item is checked before anything is written. */
@@ -340,6 +405,7 @@ export class Cache {
       ttlMs: this.#ttlOf(item.ttl),
     }))
     await this.#call('setMany', () => core.store.setMany(prepared))
+    await this.#changed({ keys: prepared.map((item) => item.key) })
     core.stats.sets += items.length
     return true
   }
@@ -350,6 +416,7 @@ export class Cache {
     checkBatch(keys.length, core.limits, 'deleteMany')
     const storeKeys = keys.map((key) => userKey(this.#prefix, key, core.limits.maxKeyBytes))
     const deleted = await this.#call('deleteMany', () => core.store.deleteMany(storeKeys))
+    await this.#changed({ keys: storeKeys })
     core.stats.deletes += deleted
     return deleted
   }
@@ -392,6 +459,7 @@ export class Cache {
   async clear(): Promise<number> {
     const core = this.#open()
     const deleted = await this.#call('clear', () => core.store.clear(this.#prefix))
+    await this.#changed({ prefixes: [this.#prefix] })
     core.stats.deletes += deleted
     return deleted
   }
@@ -447,6 +515,7 @@ export class Cache {
       core.store.compareAndSet(storeKey, bytes, revision, { ttlMs }),
     )
     if (written === undefined) return false
+    await this.#changed({ keys: [storeKey] })
     core.stats.sets++
     return written
   }
@@ -547,6 +616,7 @@ export class Cache {
         active: core.fallback?.inFallback ?? false,
         activations: core.fallback?.activations ?? 0,
       },
+      ...(core.l1 === undefined ? {} : { l1: core.l1.stats() }),
     }
   }
 
@@ -570,7 +640,7 @@ export class Cache {
    * Calls made before that wait for it, so awaiting `ready()` is optional.
    */
   async ready(): Promise<void> {
-    await this.#core.fallback?.ready()
+    await Promise.all([this.#core.fallback?.ready(), this.#core.l1?.ready()])
   }
 
   /** Closes the cache and its store. Idempotent; every later call throws `ClosedError`. */
@@ -578,7 +648,10 @@ export class Cache {
     const core = this.#core
     if (core.closing !== undefined) return core.closing
     core.closed = true
-    core.closing = core.store.close()
+    const l1 = core.l1
+    core.closing = (l1 === undefined ? Promise.resolve() : l1.close()).then(() =>
+      core.store.close(),
+    )
     return core.closing
   }
 
@@ -639,6 +712,8 @@ export function createCache(options: CacheOptions = {}): Cache {
   const limits = resolveLimits(options.limits)
   const clock = options.clock ?? systemClock
   let codec = options.codec ?? jsonCodec
+  const root = checkRoot(options.prefix ?? 'fc')
+  const logger = options.logger ?? stderrLogger
   const given: Store = options.store ?? memoryStore({ clock, codec })
   const fallbackMode = options.fallback ?? 'memory'
   if (fallbackMode !== 'memory' && fallbackMode !== 'fail') {
@@ -651,7 +726,7 @@ export function createCache(options: CacheOptions = {}): Cache {
     given.capabilities.distributed && given.connect !== undefined
       ? new FallbackStore(given, {
           mode: fallbackMode,
-          logger: options.logger ?? stderrLogger,
+          logger,
           clock,
         })
       : undefined
@@ -670,9 +745,12 @@ export function createCache(options: CacheOptions = {}): Cache {
     options.defaultTtl === undefined
       ? undefined
       : checkTtl(options.defaultTtl, limits, 'defaultTtl')
+  const l1 =
+    options.l1 === undefined ? undefined : new L1Tier(given, codec, clock, logger, root, options.l1)
   const core: Core = {
     store,
     fallback,
+    l1,
     codec,
     limits,
     stats: new StatsRecorder(),
@@ -681,5 +759,5 @@ export function createCache(options: CacheOptions = {}): Cache {
     closed: false,
     closing: undefined,
   }
-  return new Cache(core, rootPrefix(options.prefix ?? 'fc'), defaultTtlMs, [])
+  return new Cache(core, rootPrefix(root), defaultTtlMs, [])
 }

@@ -4,6 +4,8 @@
  * twice on every hit would cost more than the hit itself.
  */
 
+import type { L1Stats } from '../tiers/l1.js'
+
 /** Latency of one operation, from sampled calls, in milliseconds. */
 export interface LatencySummary {
   /** Calls timed (a sample of all calls). */
@@ -38,6 +40,8 @@ export interface CacheStats {
   latency: Record<string, LatencySummary>
   /** Memory fallback of a distributed store: whether it serves now, and how often it was entered. */
   fallback: { active: boolean; activations: number }
+  /** The L1 tier's counters, when the cache has one. */
+  l1?: L1Stats
 }
 
 /** One call in this many is timed. */

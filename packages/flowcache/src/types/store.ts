@@ -69,6 +69,39 @@ export interface StoreHealth {
   since: number
 }
 
+/** Tells other replicas to drop their L1 copies of some keys. */
+export interface Invalidation {
+  /** Id of the cache that published it; a cache ignores its own messages. */
+  origin: string
+  /** Store keys whose L1 copies must go. */
+  keys?: string[]
+  /** Store-key prefixes whose L1 copies must go (after `clear()`). */
+  prefixes?: string[]
+}
+
+/** What a bus subscriber is told. */
+export interface InvalidationListener {
+  /** A message from another replica. */
+  message(invalidation: Invalidation): void
+  /** The subscription broke: messages may be lost from now until `resumed`. */
+  interrupted(reason: string): void
+  /** The subscription is live again. */
+  resumed(): void
+}
+
+/**
+ * The pub/sub channel replicas use to invalidate each other's L1 tier: Redis channels, NATS
+ * subjects. At-most-once: a subscriber that was disconnected must assume it missed messages.
+ */
+export interface InvalidationBus {
+  /** Sends a message to every other subscriber. */
+  publish(invalidation: Invalidation): Promise<void>
+  /** Starts delivering messages to `listener`; resolves once subscribed. */
+  subscribe(listener: InvalidationListener): Promise<void>
+  /** Unsubscribes and releases the bus connection. Idempotent. */
+  close(): Promise<void>
+}
+
 /** What a store can do; the cache and the contract suite read these instead of guessing. */
 export interface StoreCapabilities {
   /** Data outlives the process (sqlite, redis, nats). */
@@ -164,6 +197,11 @@ export interface Store {
    * fallback, again and again until it succeeds. Stores without a connection omit it.
    */
   connect?(): Promise<void>
+  /**
+   * Creates the invalidation bus on the store's own pub/sub, for the L1 tier. `channel` is a
+   * name made of `[A-Za-z0-9_-]`, the same for every replica of one cache.
+   */
+  createBus?(channel: string): InvalidationBus
   /** Health of the store itself, when it can tell (a wrapper in fallback mode reports `degraded`). */
   health?(): StoreHealth
   /** Releases connections and timers. Idempotent. */

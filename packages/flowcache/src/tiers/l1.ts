@@ -1,0 +1,226 @@
+/**
+ * The L1 tier: an in-process memory tier in front of a distributed store, so a hot key costs a
+ * Map lookup instead of a round trip. Replicas keep their L1 tiers coherent through the store's
+ * pub/sub (Redis channels, NATS subjects): every write or delete publishes the keys it changed and
+ * every other replica drops its copies.
+ *
+ * Pub/sub is at-most-once, so the tier is careful in three places:
+ * - while the bus is down the L1 is empty and unused: it could not learn about changes;
+ * - when the bus comes back the L1 is emptied again, since messages sent meanwhile are lost;
+ * - a value read from the store is only kept if no invalidation arrived while the read was in
+ *   flight (an epoch counter), so a late reply cannot resurrect a value another replica replaced.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Clock } from '../core/clock.js'
+import { parseDuration, type Duration } from '../core/duration.js'
+import type { Logger } from '../core/logger.js'
+import { InvalidArgumentError } from '../errors.js'
+import { MemoryStore, type ValueIsolation } from '../stores/memory/index.js'
+import type { Codec } from '../types/codec.js'
+import type { Invalidation, InvalidationBus, LocalAccess, Store } from '../types/store.js'
+
+/** Options of the L1 tier (`createCache({ l1 })`). */
+export interface L1Options {
+  /** Most entries kept in the L1 tier. @default 10_000 */
+  maxEntries?: number
+  /** Soft limit on the encoded bytes kept in the L1 tier. @default 16 MiB */
+  maxBytes?: number
+  /**
+   * Longest time an entry stays in L1 without being read again from the store, as ms or a
+   * duration string; bounds staleness if an invalidation is ever lost without a disconnect.
+   * @default '1m'
+   */
+  maxTtl?: Duration
+  /** How returned values are protected from mutation, as in the memory store. @default 'frozen' */
+  values?: ValueIsolation
+  /**
+   * Name shared by the replicas of one cache for their invalidation channel, `[A-Za-z0-9_-]`.
+   * @default 'flowcache-<prefix>'
+   */
+  channel?: string
+}
+
+/** Counters of the L1 tier. */
+export interface L1Stats {
+  /** Reads answered by L1. */
+  hits: number
+  /** Entries in L1 now. */
+  entries: number
+  /** Invalidation messages received from other replicas. */
+  invalidationsReceived: number
+  /** Invalidation messages that could not be published (other replicas may serve stale values until their L1 maxTtl). */
+  publishFailures: number
+  /** Whether the bus is connected, so L1 is in use. */
+  live: boolean
+}
+
+const CHANNEL_PATTERN = /^[A-Za-z0-9_-]{1,128}$/
+
+/** The L1 tier of one cache. Created by `createCache` when `l1` is given. */
+export class L1Tier {
+  readonly origin = randomUUID()
+  readonly #memory: MemoryStore
+  readonly #local: LocalAccess
+  readonly #bus: InvalidationBus
+  readonly #logger: Logger
+  readonly #maxTtlMs: number
+  #live = false
+  #closed = false
+  #epoch = 0
+  #hits = 0
+  #received = 0
+  #publishFailures = 0
+  #lastPublishWarning = 0
+  readonly #subscribed: Promise<void>
+
+  constructor(
+    store: Store,
+    codec: Codec,
+    clock: Clock,
+    logger: Logger,
+    root: string,
+    options: L1Options,
+  ) {
+    if (store.createBus === undefined || store.capabilities.local) {
+      throw InvalidArgumentError.format(
+        'l1',
+        `needs a distributed store with an invalidation bus (redis, nats); the ${store.name} store has none`,
+      )
+    }
+    const channel = options.channel ?? `flowcache-${root}`
+    if (!CHANNEL_PATTERN.test(channel)) {
+      throw InvalidArgumentError.format(
+        'l1.channel',
+        `must be 1-128 characters of [A-Za-z0-9_-]; got ${JSON.stringify(channel)}`,
+      )
+    }
+    this.#maxTtlMs = parseDuration(options.maxTtl ?? '1m', 'l1.maxTtl')
+    this.#memory = new MemoryStore({
+      maxEntries: options.maxEntries ?? 10_000,
+      maxBytes: options.maxBytes ?? 16 * 1024 * 1024,
+      values: options.values ?? 'frozen',
+      codec,
+      clock,
+    })
+    this.#local = this.#memory.local
+    this.#logger = logger
+    this.#bus = store.createBus(channel)
+    this.#subscribed = this.#bus
+      .subscribe({
+        message: (invalidation) => this.#onMessage(invalidation),
+        interrupted: (reason) => {
+          this.#live = false
+          this.#drop()
+          logger.warn(
+            `L1 invalidation bus interrupted (${reason}); L1 is bypassed until it is back`,
+          )
+        },
+        resumed: () => {
+          this.#drop()
+          this.#live = true
+        },
+      })
+      .then(
+        () => {
+          this.#live = true
+        },
+        (error: unknown) => {
+          logger.warn(
+            `L1 invalidation bus could not subscribe; L1 stays off: ${error instanceof Error ? error.message : String(error)}`,
+          )
+        },
+      )
+  }
+
+  /** Resolves once the first subscription attempt has finished. */
+  ready(): Promise<void> {
+    return this.#subscribed
+  }
+
+  /** The value held in L1, or `undefined`. */
+  read(storeKey: string): unknown {
+    if (!this.#live) return undefined
+    const value = this.#local.read(storeKey)
+    if (value !== undefined) this.#hits++
+    return value
+  }
+
+  /** Current invalidation epoch; pass it to {@link L1Tier.fill} after reading from the store. */
+  get epoch(): number {
+    return this.#epoch
+  }
+
+  /**
+   * Keeps a value read from the store (or just written by this replica), unless an invalidation
+   * arrived since `epoch` was taken or the bus is down.
+   */
+  fill(
+    storeKey: string,
+    value: unknown,
+    sizeBytes: number,
+    expiresInMs: number | null,
+    epoch: number,
+  ): void {
+    if (!this.#live || epoch !== this.#epoch) return
+    const ttlMs = expiresInMs === null ? this.#maxTtlMs : Math.min(expiresInMs, this.#maxTtlMs)
+    if (ttlMs <= 0) return
+    this.#local.write(storeKey, value, sizeBytes, ttlMs)
+  }
+
+  /** Drops this replica's copies and tells the other replicas to drop theirs. */
+  async invalidate(change: { keys?: string[]; prefixes?: string[] }): Promise<void> {
+    this.#apply(change)
+    const message: Invalidation = { origin: this.origin, ...change }
+    try {
+      await this.#bus.publish(message)
+    } catch (error) {
+      this.#publishFailures++
+      const now = Date.now()
+      // One warning per 10 s at most: an outage must not flood the log.
+      if (now - this.#lastPublishWarning > 10_000) {
+        this.#lastPublishWarning = now
+        this.#logger.warn(
+          `could not publish an L1 invalidation; other replicas may serve old values for up to their l1.maxTtl: ${error instanceof Error ? error.message : String(error)}`,
+        )
+      }
+    }
+  }
+
+  stats(): L1Stats {
+    return {
+      hits: this.#hits,
+      entries: this.#memory.stats().entries,
+      invalidationsReceived: this.#received,
+      publishFailures: this.#publishFailures,
+      live: this.#live,
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#live = false
+    await Promise.allSettled([this.#bus.close(), this.#memory.close()])
+  }
+
+  #onMessage(invalidation: Invalidation): void {
+    if (invalidation.origin === this.origin) return
+    this.#received++
+    this.#apply(invalidation)
+  }
+
+  #apply(change: { keys?: string[]; prefixes?: string[] }): void {
+    this.#epoch++
+    if (this.#closed) return
+    if (change.keys !== undefined) void this.#memory.deleteMany(change.keys)
+    if (change.prefixes !== undefined) {
+      for (const prefix of change.prefixes) void this.#memory.clear(prefix)
+    }
+  }
+
+  #drop(): void {
+    this.#epoch++
+    if (this.#closed) return
+    void this.#memory.clear('')
+  }
+}
