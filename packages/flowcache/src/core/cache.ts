@@ -204,7 +204,7 @@ export class Cache {
     const core = this.#core
     const l1 = core.l1
     const epoch = l1?.epoch ?? 0
-    const entry = await this.#call('get', () => core.store.get(storeKey))
+    const entry = await this.#call('get', () => core.store.get(storeKey), false)
     if (entry === undefined) return undefined
     const value = core.codec.decode(entry.value)
     if (l1 !== undefined) {
@@ -235,7 +235,7 @@ export class Cache {
       local.write(storeKey, value, size, ttlMs)
     } else {
       const bytes = this.#encode(key, value)
-      await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }))
+      await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }), false)
       const l1 = core.l1
       if (l1 !== undefined) {
         await this.#changed({ keys: [storeKey] })
@@ -558,7 +558,10 @@ export class Cache {
   ): Promise<T> {
     try {
       // A flight that finished between our miss and now has already stored the value.
-      const again = await this.get<T>(key)
+      const local = this.#core.store.local
+      const again = (
+        local !== undefined ? local.read(storeKey) : await this.#readThrough(storeKey)
+      ) as T | undefined
       if (again !== undefined) return again
       const value = await factory()
       if (value !== undefined) await this.set(key, value, ttlMs)
@@ -691,9 +694,14 @@ export class Cache {
   }
 
   /** Runs a store call, turning anything but a flowcache error into `StoreUnavailableError`. */
-  async #call<R>(operation: string, run: () => Promise<R>): Promise<R> {
+  async #call<R>(operation: string, run: () => Promise<R>, timed = true): Promise<R> {
+    const stats = this.#core.stats
+    // get and set time themselves (L1 hits included), so they pass timed = false.
+    const start = timed && stats.shouldSample() ? performance.now() : -1
     try {
-      return await run()
+      const result = await run()
+      if (start >= 0) stats.recordLatency(operation, performance.now() - start)
+      return result
     } catch (error) {
       if (error instanceof FlowcacheError) throw error
       throw new StoreUnavailableError(
@@ -702,6 +710,7 @@ export class Cache {
       )
     }
   }
+
 }
 
 /**

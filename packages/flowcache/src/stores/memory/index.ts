@@ -284,11 +284,13 @@ export class MemoryStore implements Store {
   async clear(prefix: string): Promise<number> {
     this.#checkOpen()
     let removed = 0
+    const now = this.#clock.now()
     for (const [key, entry] of this.#user) {
-      if (key.startsWith(prefix)) {
-        this.#remove(key, entry)
-        removed++
-      }
+      if (!key.startsWith(prefix)) continue
+      this.#remove(key, entry)
+      // An entry past its deadline was already gone for every reader: it is an expiration.
+      if (entry.expiresAt !== 0 && entry.expiresAt <= now) this.#expirations++
+      else removed++
     }
     return removed
   }
