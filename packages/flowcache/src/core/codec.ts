@@ -693,7 +693,7 @@ export const jsonCodec: JsonCodec = Object.freeze({
     return bytes
   },
   decode(bytes: Uint8Array): unknown {
-    if (!(bytes instanceof Uint8Array)) throw corrupt('is not a Uint8Array')
+    if (!types.isUint8Array(bytes)) throw corrupt('is not a Uint8Array')
     let text: string
     try {
       text = utf8Decoder.decode(bytes)

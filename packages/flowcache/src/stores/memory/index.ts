@@ -422,8 +422,8 @@ export class MemoryStore implements Store {
   }
 
   #writeBytes(key: string, value: Uint8Array, ttlMs: number | undefined): Revision {
-    // Keep our own copy: the caller may reuse its buffer.
-    return this.#write(key, value.slice(), value.byteLength + key.length, ttlMs, ENCODED)
+    // Keep our own copy: the caller may reuse its buffer (Buffer#slice would only be a view).
+    return this.#write(key, new Uint8Array(value), value.byteLength + key.length, ttlMs, ENCODED)
   }
 
   #write(
