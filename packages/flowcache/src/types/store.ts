@@ -24,7 +24,7 @@ export interface StoreEntry {
 
 /** Options of a single write. */
 export interface StoreWriteOptions {
-  /** Time to live in milliseconds (a positive integer); omitted = no expiry. */
+  /** Time to live in milliseconds: a positive finite number (the cache passes whole ms); omitted = no expiry. */
   ttlMs?: number
 }
 

@@ -433,7 +433,7 @@ export class MemoryStore implements Store {
     ttlMs: number | undefined,
     flags: number,
   ): Revision {
-    if (ttlMs !== undefined && !(ttlMs > 0)) {
+    if (ttlMs !== undefined && !(ttlMs > 0 && Number.isFinite(ttlMs))) {
       throw InvalidArgumentError.format('ttlMs', `must be a positive number; got ${String(ttlMs)}`)
     }
     const user = isUserKey(key)
