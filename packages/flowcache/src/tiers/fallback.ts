@@ -49,7 +49,6 @@ type State = 'starting' | 'primary' | 'fallback' | 'failed' | 'closed'
 /** A store that is the primary store once connected, or a memory store while it cannot be reached. */
 export class FallbackStore implements Store {
   readonly name: string
-  readonly capabilities: StoreCapabilities
   readonly primary: Store
   readonly #options: FallbackOptions
   #state: State = 'starting'
@@ -66,7 +65,6 @@ export class FallbackStore implements Store {
   constructor(primary: Store, options: FallbackOptions) {
     this.primary = primary
     this.name = primary.name
-    this.capabilities = primary.capabilities
     this.#options = options
     this.#active = primary
     this.#since = options.clock.now()
@@ -86,6 +84,11 @@ export class FallbackStore implements Store {
     this.#ready = this.#start()
     // Callers observe a failed start through ready() and through every call; never unhandled.
     this.#ready.catch(() => undefined)
+  }
+
+  /** The primary's capabilities, read each time: a store may learn more once connected. */
+  get capabilities(): StoreCapabilities {
+    return this.primary.capabilities
   }
 
   /** Resolves once start-up is decided; rejects in `fail` mode when the store is unreachable. */
