@@ -10,7 +10,7 @@
  *
  * Only node built-ins are used so this works before any client library is installed.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import {
   accessSync,
   closeSync,
@@ -439,5 +439,136 @@ export function isProcessAlive(pid: number): boolean {
     return true
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Options of {@link startRedisCluster}. */
+export interface StartRedisClusterOptions {
+  /** Master nodes, one redis-server each; `redis-cli --cluster create` needs at least 3. Default 3. */
+  nodes?: number
+  /** How long to wait for every node to report `cluster_state:ok`. Default 30 s. */
+  readyTimeoutMs?: number
+}
+
+/** A private Redis Cluster of masters only, on loopback ports with temp dirs. */
+export interface RedisClusterHandle {
+  /** Seed nodes, as ioredis `new Cluster(nodes)` takes them. */
+  readonly nodes: ReadonlyArray<{ host: string; port: number }>
+  /** The node processes. */
+  readonly servers: readonly ServerHandle[]
+  /** Stops every node (by its PID) and removes their temp dirs. */
+  stop(options?: StopOptions): Promise<void>
+}
+
+/** Runs a command to completion; rejects with its output when it fails or takes longer than `timeoutMs`. */
+function runToCompletion(command: string, args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { timeout: timeoutMs }, (error, stdout, stderr) => {
+      if (error === null) resolve(stdout)
+      else
+        reject(
+          new Error(`${command} ${args.join(' ')} failed: ${error.message}\n${stdout}${stderr}`),
+        )
+    })
+  })
+}
+
+/** One cluster-enabled redis-server, with its nodes.conf in its own temp dir. */
+async function startClusterNode(): Promise<ServerHandle> {
+  let lastError: unknown
+  for (let attempt = 0; attempt < 3; attempt++) {
+    // The cluster bus gets a port of its own: the default, port + 10000, is past 65535 for many
+    // ephemeral ports. A free port can be taken before the server binds it, hence the retry.
+    const busPort = await getFreePort()
+    try {
+      return await startRedisServer({
+        args: [
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf', // relative to --dir, the node's temp dir
+          '--cluster-port',
+          String(busPort),
+          '--cluster-node-timeout',
+          '5000',
+        ],
+      })
+    } catch (error) {
+      lastError = error
+      if (!/address already in use|EADDRINUSE/i.test(String(error))) throw error
+    }
+  }
+  throw lastError
+}
+
+/**
+ * Start a private Redis Cluster: `nodes` cluster-enabled redis-server processes on free loopback
+ * ports, joined with `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`, then wait
+ * until every node reports `cluster_state:ok` with all slots assigned. Needs Redis 7 (for
+ * `--cluster-port`). `stop()` stops the nodes by PID and removes their dirs; the nodes are also
+ * killed if the process exits without calling it.
+ */
+export async function startRedisCluster(
+  options: StartRedisClusterOptions = {},
+): Promise<RedisClusterHandle> {
+  const count = options.nodes ?? 3
+  if (!Number.isInteger(count) || count < 3) {
+    throw new Error(`a Redis Cluster needs at least 3 masters; got nodes: ${count}`)
+  }
+  const cli = findExecutable('redis-cli')
+  if (cli === undefined)
+    throw new Error('redis-cli is not on PATH (Debian: apt-get install redis-tools)')
+  const servers: ServerHandle[] = []
+  const killOnExit = (): void => {
+    for (const server of servers) server.kill('SIGKILL')
+  }
+  process.once('exit', killOnExit)
+  const stop = async (stopOptions?: StopOptions): Promise<void> => {
+    await Promise.all(servers.map((server) => server.stop(stopOptions)))
+    process.removeListener('exit', killOnExit)
+  }
+  try {
+    for (let i = 0; i < count; i++) servers.push(await startClusterNode())
+    const addresses = servers.map((server) => `${LOOPBACK}:${server.port}`)
+    await runToCompletion(
+      cli,
+      ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'],
+      30_000,
+    )
+    const ready = await waitUntilReady(
+      async () => {
+        for (const server of servers) {
+          const info = await runToCompletion(
+            cli,
+            ['-h', LOOPBACK, '-p', String(server.port), 'cluster', 'info'],
+            2_000,
+          )
+          const field = (name: string): string | undefined =>
+            new RegExp(`^${name}:(\\S+)`, 'm').exec(info)?.[1]
+          if (
+            field('cluster_state') !== 'ok' ||
+            field('cluster_slots_ok') !== '16384' ||
+            field('cluster_known_nodes') !== String(count)
+          ) {
+            return {
+              ok: false,
+              reason: `node ${server.port}: ${info.trim().split('\n').slice(0, 6).join(', ')}`,
+            }
+          }
+        }
+        return { ok: true }
+      },
+      options.readyTimeoutMs ?? 30_000,
+      () => servers.find((server) => !server.running)?.log(),
+    )
+    if (!ready.ok) throw new Error(`the Redis Cluster did not become ready: ${ready.reason}`)
+  } catch (error) {
+    await stop({ graceMs: 1_000 })
+    throw error
+  }
+  return {
+    nodes: servers.map((server) => ({ host: LOOPBACK, port: server.port })),
+    servers,
+    stop,
   }
 }

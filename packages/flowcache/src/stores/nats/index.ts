@@ -35,6 +35,7 @@ import {
   type NodeConnectionOptions,
 } from '@nats-io/transport-node'
 
+import { busSubject, NatsInvalidationBus } from './bus.js'
 import { systemClock, type Clock } from '../../core/clock.js'
 import { parseDuration, type Duration } from '../../core/duration.js'
 import { isUserKey } from '../../core/keyspace.js'
@@ -47,6 +48,7 @@ import {
 } from '../../errors.js'
 import type { Codec } from '../../types/codec.js'
 import type {
+  InvalidationBus,
   Revision,
   Store,
   StoreCapabilities,
@@ -613,6 +615,20 @@ export class NatsStore implements Store {
 
   now(): number {
     return this.#clock.now()
+  }
+
+  /**
+   * The L1 invalidation bus on this store's connection: subject `flowcache.l1.<bucket>.<channel>`.
+   * @see InvalidationBus
+   */
+  createBus(channel: string): InvalidationBus {
+    return new NatsInvalidationBus(
+      async () => {
+        this.#checkOpen()
+        return (await this.#session()).nc
+      },
+      busSubject(this.bucket, channel),
+    )
   }
 
   /** Connects and opens (or creates) the bucket; rejects with `StoreUnavailableError` when the server cannot be reached. */

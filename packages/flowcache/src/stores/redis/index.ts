@@ -1,0 +1,940 @@
+/**
+ * `flowcache/redis`: the Redis store, for standalone Redis, Sentinel and Redis Cluster (and
+ * Redis-compatible servers such as Valkey), over ioredis 5, an optional peer dependency.
+ *
+ * Layout, readable with `redis-cli`:
+ * - The store key `fc.tenant=3Aacme.flow=3Aorders.k/order=3A42` is the Redis key
+ *   `{fc.tenant=3Aacme}.flow=3Aorders.k/order=3A42`: root and first namespace are the Cluster
+ *   hash tag, so a top-level namespace lives in one slot (see ./keys.ts).
+ * - Each entry is a HASH: `v` = the value bytes (`HGET <key> v` shows the JSON of the default
+ *   codec), `r` = the revision, and `x` = the deadline in ms since the epoch when it has a TTL.
+ *   The native expiry is set to the same deadline (PEXPIREAT), so Redis expires entries itself.
+ * - `{<tag>}#revision` is the revision counter of a hash tag: a STRING that expires an hour after
+ *   it was (re)started and then restarts above every revision it gave out (see ./scripts.ts).
+ *
+ * Needs Redis 5.0 or later. Writes are Lua scripts (EVALSHA); `list` and `clear` use SCAN with
+ * MATCH on every master, never KEYS or FLUSHDB. Every call fails within `commandTimeoutMs` with
+ * `StoreUnavailableError` when Redis cannot answer: no offline queue, no replay of commands that
+ * timed out, and reconnection with capped, jittered exponential backoff.
+ */
+import { Buffer } from 'node:buffer'
+import { performance } from 'node:perf_hooks'
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
+
+import { isUserKey } from '../../core/keyspace.js'
+import {
+  ClosedError,
+  DecodeError,
+  FlowcacheError,
+  InvalidArgumentError,
+  NotANumberError,
+  StoreUnavailableError,
+} from '../../errors.js'
+import type { Codec } from '../../types/codec.js'
+import type {
+  Revision,
+  Store,
+  StoreCapabilities,
+  StoreEntry,
+  StoreHealth,
+  StoreListOptions,
+  StoreWriteItem,
+  StoreWriteOptions,
+} from '../../types/store.js'
+import {
+  checkStoreKey,
+  counterKey,
+  fromRedisKey,
+  hashTagOf,
+  scanPattern,
+  toRedisKey,
+} from './keys.js'
+import { DELETE_IF, GET_MANY, INCREMENT, SET_MANY, WRITE, type LuaScript } from './scripts.js'
+
+/** Options of {@link redisStore}. Give at most one of `url`, `client` and `cluster`. */
+export interface RedisStoreOptions {
+  /**
+   * `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS.
+   * @default ioredis' default, 127.0.0.1:6379 (or the Sentinels given in `redisOptions`)
+   */
+  url?: string
+  /**
+   * An existing ioredis client (standalone, Sentinel or Cluster) to use as it is configured. The
+   * store never closes it unless `closeClient` is set. Give it `enableOfflineQueue: false` to
+   * fail fast like the clients the store creates.
+   */
+  client?: Redis | Cluster
+  /** Close `client` when the store is closed. @default false */
+  closeClient?: boolean
+  /** Seed nodes of a Redis Cluster; the store creates an ioredis `Cluster` client over them. */
+  cluster?: readonly ClusterNode[]
+  /**
+   * ioredis options applied over the store's fail-fast defaults: `password`, `tls`, `db`,
+   * `sentinels` with `name` for Sentinel, and so on. Per node in Cluster mode.
+   */
+  redisOptions?: RedisOptions
+  /** ioredis Cluster options (`natMap`, `scaleReads`, …) applied over the store's defaults. */
+  clusterOptions?: Omit<ClusterOptions, 'redisOptions'>
+  /**
+   * Longest time one store call may take, in ms, waiting for a connection in progress included;
+   * then it rejects with `StoreUnavailableError`. `list` and `clear` apply it per SCAN page.
+   * @default 1000
+   */
+  commandTimeoutMs?: number
+  /** Longest time `connect()` and each connection attempt may take, in ms. @default 2000 */
+  connectTimeoutMs?: number
+  /** Ceiling of the first reconnect delay, in ms; doubles per failed attempt, full jitter. @default 100 */
+  reconnectBaseMs?: number
+  /** Longest reconnect delay, in ms. @default 2000 */
+  reconnectMaxMs?: number
+}
+
+type Client = Redis | Cluster
+
+const DEFAULT_COMMAND_TIMEOUT_MS = 1000
+const DEFAULT_CONNECT_TIMEOUT_MS = 2000
+const DEFAULT_RECONNECT_BASE_MS = 100
+const DEFAULT_RECONNECT_MAX_MS = 2000
+/** Longest TTL, in ms (about 278 years): deadlines stay exact integers in Lua's doubles. */
+const MAX_TTL_MS = 2 ** 43
+/** Entries per script call: a big batch is split so one script never blocks Redis for long. */
+const BATCH_SIZE = 500
+/** SCAN COUNT: keys Redis looks at per page. */
+const SCAN_COUNT = 1000
+/** Attempts of the compare-and-set loop that increments values of codecs Lua cannot read. */
+const CAS_ATTEMPTS = 1000
+/** How often the offset to the Redis clock is measured again, in ms. */
+const CLOCK_SAMPLE_MS = 30_000
+
+const noop = (): void => undefined
+
+function messageOf(error: unknown): string {
+  if (error instanceof Error) return error.message
+  return typeof error === 'string' ? error : 'unknown error'
+}
+
+function positive(value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw InvalidArgumentError.format(name, `must be a positive number of ms; got ${String(value)}`)
+  }
+  return value
+}
+
+/** `ttlMs` as the scripts take it: `''` for none, else whole ms, rounded up so never early. */
+function ttlArgument(ttlMs: number | undefined): string {
+  if (ttlMs === undefined) return ''
+  if (typeof ttlMs !== 'number' || !(ttlMs > 0) || ttlMs > MAX_TTL_MS) {
+    throw InvalidArgumentError.format(
+      'ttlMs',
+      `must be a positive number of ms up to ${MAX_TTL_MS}; got ${String(ttlMs)}`,
+    )
+  }
+  return String(Math.ceil(ttlMs))
+}
+
+/** The bytes as a Buffer over the same memory: ioredis sends Buffers as they are. */
+function toBuffer(value: Uint8Array): Buffer {
+  if (!(value instanceof Uint8Array)) {
+    throw InvalidArgumentError.format('value', `must be a Uint8Array; got ${typeof value}`)
+  }
+  return Buffer.isBuffer(value)
+    ? value
+    : Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+}
+
+function unexpectedReply(what: string, reply: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(
+    `redis store: unexpected reply to ${what}: ${JSON.stringify(reply)?.slice(0, 200)}; is this a Redis-compatible server?`,
+  )
+}
+
+function replyArray(what: string, reply: unknown): unknown[] {
+  if (!Array.isArray(reply)) throw unexpectedReply(what, reply)
+  return reply as unknown[]
+}
+
+function bufferOrNull(what: string, value: unknown): Buffer | null {
+  if (value === null || Buffer.isBuffer(value)) return value
+  throw unexpectedReply(what, value)
+}
+
+/** A StoreEntry from the `v`, `r`, `x` fields of a hash; `undefined` when there is no entry. */
+function toEntry(
+  storeKey: string,
+  value: Buffer | null,
+  revision: Buffer | null,
+  deadline: Buffer | null,
+): StoreEntry | undefined {
+  if (value === null && revision === null) return undefined
+  if (value === null || revision === null) {
+    throw new DecodeError(
+      `redis key ${toRedisKey(storeKey)} is a hash without the "v" and "r" fields of a flowcache entry; it was written by something else: delete it or use another key`,
+    )
+  }
+  return {
+    value,
+    revision: revision.toString('latin1'),
+    expiresAt: deadline === null ? null : Number(deadline.toString('latin1')),
+  }
+}
+
+const utf8 = new TextEncoder()
+const plainJsonNumbers = new WeakMap<Codec, boolean>()
+
+/**
+ * Whether a codec writes numbers as plain JSON number text and reads such text back as the
+ * number: then Lua can add to stored values itself. Other codecs increment by compare-and-set.
+ */
+function writesPlainJsonNumbers(codec: Codec): boolean {
+  let known = plainJsonNumbers.get(codec)
+  if (known === undefined) {
+    try {
+      const text = (value: number): string => Buffer.from(codec.encode(value)).toString('utf8')
+      known =
+        text(-12.5) === '-12.5' &&
+        text(3) === '3' &&
+        codec.decode(utf8.encode('1e+21')) === 1e21 &&
+        codec.decode(utf8.encode('-0.25')) === -0.25
+    } catch {
+      known = false
+    }
+    plainJsonNumbers.set(codec, known)
+  }
+  return known
+}
+
+/** Where the store connects, for error messages; never includes credentials. */
+function describeTarget(options: RedisStoreOptions): string {
+  if (options.client !== undefined) return 'the given ioredis client'
+  if (options.cluster !== undefined) {
+    return `Redis Cluster ${options.cluster.map((node) => (typeof node === 'object' ? `${node.host ?? '127.0.0.1'}:${node.port ?? 6379}` : String(node))).join(', ')}`
+  }
+  if (options.url !== undefined) {
+    // ioredis also takes a Unix socket path; a URL is shown without its credentials.
+    if (options.url.startsWith('/')) return `Redis at ${options.url}`
+    try {
+      const url = new URL(options.url)
+      return `Redis at ${url.hostname}:${url.port === '' ? '6379' : url.port}`
+    } catch {
+      return 'Redis at the given url'
+    }
+  }
+  if (options.redisOptions?.sentinels !== undefined) {
+    return `Redis Sentinel master ${options.redisOptions.name ?? '(no name)'}`
+  }
+  return `Redis at ${options.redisOptions?.host ?? '127.0.0.1'}:${options.redisOptions?.port ?? 6379}`
+}
+
+/** ioredis' `keyPrefix` would hide the hash tags and show SCAN keys the store cannot map back. */
+function checkNoKeyPrefix(options: RedisStoreOptions): void {
+  const prefixes = [
+    options.redisOptions?.keyPrefix,
+    options.clusterOptions?.keyPrefix,
+    options.client?.options.keyPrefix,
+    options.client?.isCluster === true
+      ? (options.client.options as ClusterOptions).redisOptions?.keyPrefix
+      : undefined,
+  ]
+  if (prefixes.some((prefix) => prefix !== undefined && prefix !== '')) {
+    throw InvalidArgumentError.format(
+      'keyPrefix',
+      'is not supported by the redis store: keys come from the keyspace; use createCache({ prefix }) or a namespace instead',
+    )
+  }
+}
+
+let offlineQueueWarned = false
+
+/** The Redis store. Create it with {@link redisStore}. */
+export class RedisStore implements Store {
+  readonly name = 'redis'
+  readonly capabilities: StoreCapabilities = {
+    persistent: true,
+    distributed: true,
+    ttl: 'native',
+    injectableClock: false,
+    quotas: false,
+    local: false,
+  }
+
+  readonly #client: Client
+  readonly #ownsClient: boolean
+  readonly #target: string
+  readonly #commandTimeoutMs: number
+  readonly #connectTimeoutMs: number
+  #closed = false
+  #closing: Promise<void> | undefined
+  #lastError: unknown
+  /** A connection attempt failed since the client was last ready: Redis is known to be down. */
+  #failing = false
+  /** Whether the client was last seen ready, and since when that holds (for health()). */
+  #up = false
+  #statusSince = Date.now()
+  /** Shared by every call waiting for the connection in progress; settled by the events. */
+  #readyWait: { promise: Promise<void>; resolve(): void; reject(error: unknown): void } | undefined
+  /** Redis clock at `#perfBase` (performance.now() ms), once measured. */
+  #clockBase: number | undefined
+  #perfBase = 0
+  #clockTimer: NodeJS.Timeout | undefined
+  readonly #listeners: Array<[string, (...args: unknown[]) => void]>
+
+  constructor(options: RedisStoreOptions = {}) {
+    const given = [options.url, options.client, options.cluster].filter((o) => o !== undefined)
+    checkNoKeyPrefix(options)
+    if (given.length > 1) {
+      throw InvalidArgumentError.format(
+        'options',
+        'take at most one of url, client and cluster; got several',
+      )
+    }
+    this.#commandTimeoutMs = positive(
+      options.commandTimeoutMs,
+      'commandTimeoutMs',
+      DEFAULT_COMMAND_TIMEOUT_MS,
+    )
+    this.#connectTimeoutMs = positive(
+      options.connectTimeoutMs,
+      'connectTimeoutMs',
+      DEFAULT_CONNECT_TIMEOUT_MS,
+    )
+    const baseMs = positive(options.reconnectBaseMs, 'reconnectBaseMs', DEFAULT_RECONNECT_BASE_MS)
+    const maxMs = positive(options.reconnectMaxMs, 'reconnectMaxMs', DEFAULT_RECONNECT_MAX_MS)
+    this.#target = describeTarget(options)
+    // Full jitter: replicas that lost Redis together do not reconnect in lockstep.
+    const backoff = (attempt: number): number =>
+      Math.max(10, Math.floor(Math.random() * Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30))))
+    const failFast: RedisOptions = {
+      connectTimeout: this.#connectTimeoutMs,
+      commandTimeout: this.#commandTimeoutMs,
+      // Queued commands would run late, after their caller was told they failed: a stale write.
+      enableOfflineQueue: false,
+      // In-flight commands fail as soon as the connection drops, and are never sent again.
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      retryStrategy: backoff,
+    }
+
+    if (options.client !== undefined) {
+      this.#client = options.client
+      this.#ownsClient = options.closeClient === true
+      if (options.client.options.enableOfflineQueue !== false && !offlineQueueWarned) {
+        offlineQueueWarned = true
+        process.emitWarning(
+          'the ioredis client given to redisStore() has enableOfflineQueue on: commands issued while it reconnects are queued and may run after flowcache reported them as failed; create it with enableOfflineQueue: false',
+          { code: 'FLOWCACHE_REDIS_OFFLINE_QUEUE' },
+        )
+      }
+    } else if (options.cluster !== undefined) {
+      this.#client = new Cluster([...options.cluster], {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: backoff,
+        slotsRefreshTimeout: this.#connectTimeoutMs,
+        ...options.clusterOptions,
+        // Node connections reconnect through the cluster, which refreshes the slot map.
+        redisOptions: { ...failFast, retryStrategy: undefined, ...options.redisOptions },
+      })
+      this.#ownsClient = true
+    } else {
+      const redisOptions = { ...failFast, ...options.redisOptions }
+      this.#client =
+        options.url === undefined ? new Redis(redisOptions) : new Redis(options.url, redisOptions)
+      this.#ownsClient = true
+    }
+
+    this.#listeners = [
+      ['ready', () => this.#onReady()],
+      ['error', (error) => this.#onError(error)],
+      // One node failing is not the cluster failing (another seed may answer): keep it for messages.
+      ['node error', (error) => (this.#lastError = error)],
+      ['close', () => this.#onDown()],
+      ['end', () => this.#onDown()],
+    ]
+    for (const [event, listener] of this.#listeners) this.#client.on(event, listener)
+    // A client given to us may be connected already: no 'ready' event will come.
+    if (this.#client.status === 'ready') this.#onReady()
+  }
+
+  // ---- byte API -------------------------------------------------------------------------------
+
+  async get(key: string): Promise<StoreEntry | undefined> {
+    checkStoreKey(key)
+    const fields = await this.#call('get', () =>
+      this.#client.hmgetBuffer(toRedisKey(key), 'v', 'r', 'x'),
+    )
+    return toEntry(key, fields[0] ?? null, fields[1] ?? null, fields[2] ?? null)
+  }
+
+  async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
+    for (const key of keys) checkStoreKey(key)
+    const entries = new Array<StoreEntry | undefined>(keys.length)
+    if (keys.length === 0) return entries
+    await this.#call('getMany', () =>
+      Promise.all(
+        this.#batches(keys).map(async (batch) => {
+          const reply = replyArray(
+            'getMany',
+            await this.#eval(
+              GET_MANY,
+              batch.map((i) => toRedisKey(keys[i] as string)),
+              [],
+              true,
+            ),
+          )
+          batch.forEach((index, j) => {
+            const field = (k: number): Buffer | null =>
+              bufferOrNull('getMany', reply[3 * j + k] ?? null)
+            entries[index] = toEntry(keys[index] as string, field(0), field(1), field(2))
+          })
+        }),
+      ),
+    )
+    return entries
+  }
+
+  async set(key: string, value: Uint8Array, options?: StoreWriteOptions): Promise<Revision> {
+    const revision = await this.#write('set', 'set', key, value, '', ttlArgument(options?.ttlMs))
+    if (revision === undefined) throw unexpectedReply('set', null)
+    return revision
+  }
+
+  async setMany(items: readonly StoreWriteItem[]): Promise<Revision[]> {
+    const keys = items.map((item) => item.key)
+    for (const key of keys) checkStoreKey(key)
+    const values = items.map((item) => toBuffer(item.value))
+    const ttls = items.map((item) => ttlArgument(item.ttlMs))
+    const revisions = new Array<Revision>(items.length)
+    if (items.length === 0) return revisions
+    await this.#call('setMany', () =>
+      Promise.all(
+        this.#batches(keys).map(async (batch) => {
+          const scriptKeys: string[] = []
+          const scriptArgs: Array<string | Buffer> = []
+          for (const index of batch) {
+            const key = keys[index] as string
+            scriptKeys.push(toRedisKey(key), counterKey(hashTagOf(key)))
+            scriptArgs.push(values[index] as Buffer, ttls[index] as string)
+          }
+          const reply = replyArray('setMany', await this.#eval(SET_MANY, scriptKeys, scriptArgs))
+          batch.forEach((index, j) => {
+            const revision = reply[j]
+            if (typeof revision !== 'string') throw unexpectedReply('setMany', reply)
+            revisions[index] = revision
+          })
+        }),
+      ),
+    )
+    return revisions
+  }
+
+  async create(
+    key: string,
+    value: Uint8Array,
+    options?: StoreWriteOptions,
+  ): Promise<Revision | undefined> {
+    return this.#write('create', 'create', key, value, '', ttlArgument(options?.ttlMs))
+  }
+
+  async compareAndSet(
+    key: string,
+    value: Uint8Array,
+    expected: Revision,
+    options?: StoreWriteOptions,
+  ): Promise<Revision | undefined> {
+    if (typeof expected !== 'string') {
+      throw InvalidArgumentError.format(
+        'expected',
+        `must be a revision string; got ${typeof expected}`,
+      )
+    }
+    return this.#write('compareAndSet', 'cas', key, value, expected, ttlArgument(options?.ttlMs))
+  }
+
+  async delete(key: string, options?: { expected?: Revision }): Promise<boolean> {
+    checkStoreKey(key)
+    const redisKey = toRedisKey(key)
+    const expected = options?.expected
+    if (expected === undefined) {
+      return (await this.#call('delete', () => this.#client.unlink(redisKey))) > 0
+    }
+    const deleted = await this.#call('delete', () => this.#eval(DELETE_IF, [redisKey], [expected]))
+    return deleted === 1
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    for (const key of keys) checkStoreKey(key)
+    if (keys.length === 0) return 0
+    const counts = await this.#call('deleteMany', () =>
+      Promise.all(
+        this.#batches(keys).map((batch) =>
+          this.#client.unlink(...batch.map((i) => toRedisKey(keys[i] as string))),
+        ),
+      ),
+    )
+    return counts.reduce((sum, count) => sum + count, 0)
+  }
+
+  async increment(
+    key: string,
+    by: number,
+    codec: Codec,
+    options?: StoreWriteOptions,
+  ): Promise<number> {
+    checkStoreKey(key)
+    if (typeof by !== 'number' || !Number.isFinite(by)) {
+      throw InvalidArgumentError.format('by', `must be a finite number; got ${String(by)}`)
+    }
+    const ttl = ttlArgument(options?.ttlMs)
+    if (writesPlainJsonNumbers(codec)) {
+      const initial = toBuffer(codec.encode(by))
+      const reply = replyArray(
+        'increment',
+        await this.#call('increment', () =>
+          this.#eval(
+            INCREMENT,
+            [toRedisKey(key), counterKey(hashTagOf(key))],
+            [String(by), initial, ttl],
+          ),
+        ),
+      )
+      if (reply[0] === 'new') return by
+      if (reply[0] === 'sum' && typeof reply[1] === 'string') return Number(reply[1])
+      if (reply[0] !== 'codec') throw unexpectedReply('increment', reply)
+    }
+    return this.#incrementWithCodec(key, by, codec, ttl)
+  }
+
+  async *list(prefix: string, options?: StoreListOptions): AsyncIterable<string> {
+    const pattern = scanPattern(prefix)
+    const limit = options?.limit ?? Number.POSITIVE_INFINITY
+    if (limit <= 0) return
+    // SCAN may return a key twice (the table was resized between pages), or from two nodes while
+    // a slot migrates; the set keeps `list` to one yield per key.
+    const seen = new Set<string>()
+    for (const node of await this.#call('list', async () => this.#masters())) {
+      let cursor = '0'
+      do {
+        const [next, redisKeys] = await this.#call('list', () =>
+          node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT),
+        )
+        cursor = next
+        for (const redisKey of redisKeys) {
+          const storeKey = fromRedisKey(redisKey)
+          if (storeKey === undefined || !storeKey.startsWith(prefix) || seen.has(storeKey)) continue
+          seen.add(storeKey)
+          yield storeKey
+          if (seen.size >= limit) return
+        }
+      } while (cursor !== '0')
+    }
+  }
+
+  async clear(prefix: string): Promise<number> {
+    const pattern = scanPattern(prefix)
+    let removed = 0
+    for (const node of await this.#call('clear', async () => this.#masters())) {
+      let cursor = '0'
+      do {
+        const [next, redisKeys] = await this.#call('clear', () =>
+          node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT),
+        )
+        cursor = next
+        const doomed: string[] = []
+        for (const redisKey of redisKeys) {
+          const storeKey = fromRedisKey(redisKey)
+          if (storeKey !== undefined && storeKey.startsWith(prefix) && isUserKey(storeKey)) {
+            doomed.push(storeKey)
+          }
+        }
+        if (doomed.length === 0) continue
+        // Through the main client, not the node: it follows a slot that moved since the SCAN.
+        const counts = await this.#call('clear', () =>
+          Promise.all(
+            this.#batches(doomed).map((batch) =>
+              this.#client.unlink(...batch.map((i) => toRedisKey(doomed[i] as string))),
+            ),
+          ),
+        )
+        for (const count of counts) removed += count
+      } while (cursor !== '0')
+    }
+    return removed
+  }
+
+  /**
+   * The Redis server's time in ms since the epoch, the clock of `expiresAt`: measured on connect
+   * and every 30 s, and carried forward on the local monotonic clock in between (so a jump of
+   * the local wall clock does not move it). `Date.now()` until the first measurement.
+   */
+  now(): number {
+    if (this.#clockBase === undefined) return Date.now()
+    return Math.floor(this.#clockBase + (performance.now() - this.#perfBase))
+  }
+
+  /**
+   * Resolves once Redis answers; rejects with `StoreUnavailableError` on a connection error or
+   * after `connectTimeoutMs`. Calls do not need it: they wait for a connection in progress.
+   */
+  async connect(): Promise<void> {
+    this.#checkOpen()
+    if (this.#client.status === 'ready') return
+    if (this.#client.status === 'wait') this.#client.connect().catch(noop)
+    if (this.#client.status === 'end') throw this.#ended()
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new StoreUnavailableError(
+              `${this.#target} did not answer within connectTimeoutMs (${this.#connectTimeoutMs} ms)${this.#lastErrorText()}`,
+              { cause: this.#lastError },
+            ),
+          ),
+        this.#connectTimeoutMs,
+      )
+    })
+    try {
+      await Promise.race([this.#readyEvent(), timeout])
+    } catch (error) {
+      throw this.#translate('connect', error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** `ok` while connected, else `down` with the last connection error. */
+  health(): StoreHealth {
+    if (this.#closed)
+      return { status: 'down', reason: 'the store is closed', since: this.#statusSince }
+    if (this.#client.status === 'ready') return { status: 'ok', since: this.#statusSince }
+    return {
+      status: 'down',
+      reason: `${this.#target} is unreachable (${this.#client.status})${this.#lastErrorText()}`,
+      since: this.#statusSince,
+    }
+  }
+
+  /** Stops the store; quits the client if the store created it (or `closeClient`). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closing !== undefined) return this.#closing
+    this.#closed = true
+    this.#statusSince = Date.now()
+    if (this.#clockTimer !== undefined) clearInterval(this.#clockTimer)
+    for (const [event, listener] of this.#listeners) this.#client.off(event, listener)
+    this.#readyWait?.reject(new ClosedError('the redis store was closed'))
+    this.#readyWait = undefined
+    this.#closing = this.#ownsClient ? this.#quit() : Promise.resolve()
+    return this.#closing
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  async #quit(): Promise<void> {
+    const client = this.#client
+    // Events of a client we own are ours alone; without a listener ioredis would print them.
+    client.on('error', noop)
+    if (client.status !== 'ready') {
+      client.disconnect()
+      return
+    }
+    // QUIT is answered before the socket closes: wait for 'end', so that close() leaves nothing
+    // open, but no longer than a command may take.
+    const ended = new Promise<void>((resolve) => client.once('end', resolve))
+    let timer: NodeJS.Timeout | undefined
+    try {
+      await Promise.race([
+        client.quit().then(() => ended),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('quit timed out')), this.#commandTimeoutMs)
+        }),
+      ])
+    } catch {
+      client.disconnect()
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ClosedError('this redis store is closed; create a new one')
+  }
+
+  #onReady(): void {
+    this.#lastError = undefined
+    this.#failing = false
+    if (!this.#up) {
+      this.#up = true
+      this.#statusSince = Date.now()
+    }
+    this.#readyWait?.resolve()
+    this.#readyWait = undefined
+    void this.#sampleClock()
+    if (this.#clockTimer === undefined) {
+      this.#clockTimer = setInterval(() => void this.#sampleClock(), CLOCK_SAMPLE_MS)
+      this.#clockTimer.unref()
+    }
+  }
+
+  #onError(error: unknown): void {
+    this.#lastError = error
+    this.#failing = true
+    // A connection attempt failed: calls waiting for it fail now rather than at their timeout.
+    this.#readyWait?.reject(error)
+    this.#readyWait = undefined
+  }
+
+  #onDown(): void {
+    if (this.#up && this.#client.status !== 'ready') {
+      this.#up = false
+      this.#statusSince = Date.now()
+    }
+    if (this.#client.status === 'end') {
+      this.#readyWait?.reject(this.#ended())
+      this.#readyWait = undefined
+    }
+  }
+
+  #ended(): FlowcacheError {
+    return this.#closed
+      ? new ClosedError('this redis store is closed; create a new one')
+      : new StoreUnavailableError(
+          `the connection to ${this.#target} was closed with quit() or disconnect() and will not reconnect; create a new client`,
+        )
+  }
+
+  #lastErrorText(): string {
+    const error = this.#lastError
+    if (error === undefined) return ''
+    return `: ${messageOf(error)}`
+  }
+
+  /** A promise for the next `ready` event, shared by every waiter; rejected by a connection error. */
+  #readyEvent(): Promise<void> {
+    if (this.#readyWait === undefined) {
+      let resolve = noop
+      let reject: (error: unknown) => void = noop
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      // Nobody may be waiting any more when it settles.
+      promise.catch(noop)
+      this.#readyWait = { promise, resolve, reject }
+    }
+    return this.#readyWait.promise
+  }
+
+  /**
+   * `undefined` when commands can be sent now, a promise while a connection attempt is under
+   * way; throws when Redis is known to be unreachable, so calls fail at once during an outage.
+   */
+  #readiness(): Promise<void> | undefined {
+    const status = this.#client.status
+    switch (status) {
+      case 'ready':
+        return undefined
+      case 'wait':
+        // A lazyConnect client given by the user: connect on first use, like ioredis does.
+        this.#client.connect().catch(noop)
+        return this.#readyEvent()
+      case 'connect':
+        // Connected, handshake under way: ready in a round trip or two.
+        return this.#readyEvent()
+      case 'connecting':
+        // The first connection is worth waiting for; a retry during an outage is not.
+        if (!this.#failing) return this.#readyEvent()
+        throw this.#unreachable()
+      case 'end':
+        throw this.#ended()
+      default:
+        throw this.#unreachable()
+    }
+  }
+
+  #unreachable(): StoreUnavailableError {
+    return new StoreUnavailableError(
+      `${this.#target} is unreachable, reconnecting in the background${this.#lastErrorText()}`,
+      { cause: this.#lastError },
+    )
+  }
+
+  /**
+   * Runs one Redis round trip within `commandTimeoutMs`, waiting for a connection in progress
+   * within the same budget, and turns every failure into a flowcache error.
+   */
+  async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    this.#checkOpen()
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new StoreUnavailableError(
+              `redis ${operation} got no answer from ${this.#target} within commandTimeoutMs (${this.#commandTimeoutMs} ms)`,
+            ),
+          ),
+        this.#commandTimeoutMs,
+      )
+    })
+    const work = (async () => {
+      const waiting = this.#readiness()
+      if (waiting !== undefined) await waiting
+      return run()
+    })()
+    try {
+      return await Promise.race([work, timeout])
+    } catch (error) {
+      throw this.#translate(operation, error)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  #translate(operation: string, error: unknown): FlowcacheError {
+    if (error instanceof FlowcacheError) return error
+    const message = messageOf(error)
+    if (message.includes('WRONGTYPE')) {
+      return new DecodeError(
+        `redis ${operation}: a key of the flowcache keyspace holds another Redis type; it was not written by flowcache: delete it or use another key`,
+        { cause: error },
+      )
+    }
+    return new StoreUnavailableError(
+      `redis ${operation} failed on ${this.#target}: ${message}; check that Redis is up and reachable`,
+      { cause: error },
+    )
+  }
+
+  /** EVALSHA, falling back to EVAL (which also caches the script) when the server lacks it. */
+  async #eval(
+    script: LuaScript,
+    keys: readonly string[],
+    args: ReadonlyArray<string | Buffer>,
+    buffers = false,
+  ): Promise<unknown> {
+    const client = this.#client
+    // callBuffer returns bulk strings as Buffers: values are bytes, not text.
+    const send = (command: 'evalsha' | 'eval', body: string): Promise<unknown> =>
+      buffers
+        ? client.callBuffer(command, body, keys.length, ...keys, ...args)
+        : client.call(command, body, keys.length, ...keys, ...args)
+    try {
+      return await send('evalsha', script.sha)
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error
+      return send('eval', script.lua)
+    }
+  }
+
+  async #write(
+    operation: string,
+    mode: 'set' | 'create' | 'cas',
+    key: string,
+    value: Uint8Array,
+    expected: string,
+    ttl: string,
+  ): Promise<Revision | undefined> {
+    checkStoreKey(key)
+    const bytes = toBuffer(value)
+    const reply = await this.#call(operation, () =>
+      this.#eval(
+        WRITE,
+        [toRedisKey(key), counterKey(hashTagOf(key))],
+        [mode, expected, bytes, ttl],
+      ),
+    )
+    if (reply === null) return undefined
+    if (typeof reply !== 'string') throw unexpectedReply(operation, reply)
+    return reply
+  }
+
+  /** Increment for codecs whose bytes Lua cannot read: read, decode, add, compare-and-set. */
+  async #incrementWithCodec(key: string, by: number, codec: Codec, ttl: string): Promise<number> {
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const entry = await this.get(key)
+      if (entry === undefined) {
+        const created = await this.#write('increment', 'create', key, codec.encode(by), '', ttl)
+        if (created !== undefined) return by
+        continue
+      }
+      const current = codec.decode(entry.value)
+      if (typeof current !== 'number') {
+        throw new NotANumberError(
+          `cannot increment: the stored value is ${current === null ? 'null' : typeof current}, not a number; delete the key or use another one`,
+        )
+      }
+      const next = current + by
+      const written = await this.#write(
+        'increment',
+        'cas',
+        key,
+        codec.encode(next),
+        entry.revision,
+        'keep',
+      )
+      if (written !== undefined) return next
+    }
+    throw new StoreUnavailableError(
+      `increment lost ${CAS_ATTEMPTS} compare-and-set races in a row; the key is too contended`,
+    )
+  }
+
+  /**
+   * Indices of `keys` in groups that one script or UNLINK may take: per hash tag on a Cluster
+   * (one slot each), all together on a single server; at most {@link BATCH_SIZE} per group.
+   */
+  #batches(keys: readonly string[]): number[][] {
+    const groups: number[][] = []
+    if (!this.#client.isCluster) {
+      groups.push(keys.map((_, i) => i))
+    } else {
+      const byTag = new Map<string, number[]>()
+      keys.forEach((key, i) => {
+        const tag = hashTagOf(key)
+        const group = byTag.get(tag)
+        if (group === undefined) byTag.set(tag, [i])
+        else group.push(i)
+      })
+      groups.push(...byTag.values())
+    }
+    return groups.flatMap((group) => {
+      if (group.length <= BATCH_SIZE) return [group]
+      const chunks: number[][] = []
+      for (let i = 0; i < group.length; i += BATCH_SIZE) chunks.push(group.slice(i, i + BATCH_SIZE))
+      return chunks
+    })
+  }
+
+  /** The clients SCAN has to visit: every master of a Cluster, or the one server. */
+  #masters(): Redis[] {
+    const client = this.#client
+    if (!client.isCluster) return [client as Redis]
+    const masters = (client as Cluster).nodes('master')
+    if (masters.length === 0) {
+      throw new StoreUnavailableError(`${this.#target} has no reachable master node`)
+    }
+    return masters
+  }
+
+  async #sampleClock(): Promise<void> {
+    try {
+      const before = performance.now()
+      const reply = await this.#call('time', () => this.#client.time())
+      const after = performance.now()
+      const [seconds, micros] = reply.map(Number)
+      if (seconds === undefined || micros === undefined) return
+      this.#clockBase = seconds * 1000 + micros / 1000
+      this.#perfBase = (before + after) / 2
+    } catch {
+      // Best effort: the previous measurement (or Date.now()) stays in use.
+    }
+  }
+}
+
+/**
+ * Creates a Redis store: standalone (`url`), Sentinel (`redisOptions.sentinels`), Cluster
+ * (`cluster`), or over your own ioredis client (`client`). Pass it to `createCache({ store })`.
+ */
+export function redisStore(options?: RedisStoreOptions): RedisStore {
+  return new RedisStore(options)
+}
