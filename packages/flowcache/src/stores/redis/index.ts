@@ -32,6 +32,7 @@ import {
 } from '../../errors.js'
 import type { Codec } from '../../types/codec.js'
 import type {
+  InvalidationBus,
   Revision,
   Store,
   StoreCapabilities,
@@ -49,6 +50,7 @@ import {
   scanPattern,
   toRedisKey,
 } from './keys.js'
+import { busChannel, RedisInvalidationBus } from './bus.js'
 import { DELETE_IF, GET_MANY, INCREMENT, SET_MANY, WRITE, type LuaScript } from './scripts.js'
 
 /** Options of {@link redisStore}. Give at most one of `url`, `client` and `cluster`. */
@@ -600,6 +602,15 @@ export class RedisStore implements Store {
     } finally {
       clearTimeout(timer)
     }
+  }
+
+  /**
+   * The L1 invalidation bus on Redis pub/sub, channel `flowcache:l1:<channel>`; it opens one
+   * extra connection for its subscription. @see InvalidationBus
+   */
+  createBus(channel: string): InvalidationBus {
+    this.#checkOpen()
+    return new RedisInvalidationBus(this.#client, busChannel(channel))
   }
 
   /** `ok` while connected, else `down` with the last connection error. */

@@ -1,0 +1,112 @@
+/**
+ * The L1 invalidation bus on Redis pub/sub. Publishing goes through the store's client;
+ * subscribing needs a connection of its own (a subscribed connection can run nothing else), made
+ * with `duplicate()` so it has the same servers, credentials and TLS. Pub/sub is at-most-once:
+ * every drop of the subscriber connection is reported, and every return after one.
+ */
+import { Cluster, type Redis } from 'ioredis'
+import { DecodeError } from '../../errors.js'
+import type { Invalidation, InvalidationBus, InvalidationListener } from '../../types/store.js'
+
+/** Redis channel of a bus: `flowcache:l1:<channel>`. */
+export function busChannel(channel: string): string {
+  return `flowcache:l1:${channel}`
+}
+
+function parseInvalidation(text: string): Invalidation {
+  const parsed: unknown = JSON.parse(text)
+  if (
+    typeof parsed !== 'object' ||
+    parsed === null ||
+    typeof (parsed as Invalidation).origin !== 'string'
+  ) {
+    throw new DecodeError('an invalidation message without an origin')
+  }
+  const { origin, keys, prefixes } = parsed as Invalidation
+  const strings = (list: unknown): string[] | undefined =>
+    Array.isArray(list)
+      ? list.filter((item): item is string => typeof item === 'string')
+      : undefined
+  const message: Invalidation = { origin }
+  const keyList = strings(keys)
+  const prefixList = strings(prefixes)
+  if (keyList !== undefined) message.keys = keyList
+  if (prefixList !== undefined) message.prefixes = prefixList
+  return message
+}
+
+/** An invalidation bus on one Redis channel. Created by `RedisStore.createBus`. */
+export class RedisInvalidationBus implements InvalidationBus {
+  readonly #publisher: Redis | Cluster
+  readonly #channel: string
+  #subscriber: Redis | Cluster | undefined
+  #closed = false
+
+  constructor(publisher: Redis | Cluster, channel: string) {
+    this.#publisher = publisher
+    this.#channel = channel
+  }
+
+  async publish(invalidation: Invalidation): Promise<void> {
+    await this.#publisher.publish(this.#channel, JSON.stringify(invalidation))
+  }
+
+  async subscribe(listener: InvalidationListener): Promise<void> {
+    // The subscriber may queue its SUBSCRIBE until connected and resubscribes after reconnects.
+    const overrides = { enableOfflineQueue: true, autoResubscribe: true, lazyConnect: true }
+    const publisher = this.#publisher
+    const subscriber =
+      publisher instanceof Cluster
+        ? publisher.duplicate([], overrides)
+        : publisher.duplicate(overrides)
+    this.#subscriber = subscriber
+    let up = false
+    subscriber.on('message', (channel: string, text: string) => {
+      if (channel !== this.#channel) return
+      try {
+        listener.message(parseInvalidation(text))
+      } catch {
+        // Not one of ours: ignore it rather than break the tier.
+      }
+    })
+    const down = (reason: string) => () => {
+      if (this.#closed || !up) return
+      up = false
+      listener.interrupted(reason)
+    }
+    subscriber.on('close', down('subscriber connection to Redis closed'))
+    subscriber.on('reconnecting', down('subscriber connection to Redis reconnecting'))
+    subscriber.on('error', () => {
+      // Reported through close/reconnecting; without a listener ioredis would print every error.
+    })
+    await subscriber.connect()
+    await subscriber.subscribe(this.#channel)
+    up = true
+    // After a reconnect, subscribe again and wait for Redis to confirm it: only then can no
+    // message fall between the reconnect and the subscription.
+    subscriber.on('ready', () => {
+      if (this.#closed || up) return
+      subscriber.subscribe(this.#channel).then(
+        () => {
+          if (this.#closed || up) return
+          up = true
+          listener.resumed()
+        },
+        () => undefined,
+      )
+    })
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    const subscriber = this.#subscriber
+    this.#subscriber = undefined
+    if (subscriber === undefined) return
+    try {
+      await subscriber.quit()
+    } catch {
+      subscriber.disconnect()
+    }
+  }
+}
