@@ -19,7 +19,7 @@ export class FlowcacheError extends Error {
   constructor(message: string, options?: FlowcacheErrorOptions) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = new.target.name
-    this.code = (new.target).code
+    this.code = new.target.code
   }
 }
 

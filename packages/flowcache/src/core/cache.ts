@@ -710,7 +710,6 @@ export class Cache {
       )
     }
   }
-
 }
 
 /**
