@@ -21,6 +21,10 @@ export type {
 export type { CacheStats, LatencySummary } from './core/stats.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export type { Clock } from './core/clock.js'
+export { silentLogger, stderrLogger } from './core/logger.js'
+export type { Logger } from './core/logger.js'
+export type { FallbackMode } from './tiers/fallback.js'
+export type { L1Options, L1Stats } from './tiers/l1.js'
 export { formatDuration, parseDuration } from './core/duration.js'
 export type { Duration } from './core/duration.js'
 export { DEFAULT_LIMITS } from './core/limits.js'
@@ -39,12 +43,16 @@ export { MemoryStore, ValueIsolation, memoryStore } from './stores/memory/index.
 export type { MemoryStoreOptions } from './stores/memory/index.js'
 export type { Codec } from './types/codec.js'
 export type {
+  Invalidation,
+  InvalidationBus,
+  InvalidationListener,
   LocalAccess,
   QuotaLimits,
   Revision,
   Store,
   StoreCapabilities,
   StoreEntry,
+  StoreHealth,
   StoreListOptions,
   StoreStats,
   StoreWriteItem,
