@@ -58,6 +58,11 @@ export interface CacheOptions {
    */
   fallback?: FallbackMode
   /**
+   * Backoff of the background reconnect while in memory fallback: the delay before attempt n is
+   * a random time up to min(maxMs, baseMs × 2ⁿ). @default { baseMs: 250, maxMs: 5000 }
+   */
+  fallbackRetry?: { baseMs?: number; maxMs?: number }
+  /**
    * An in-process memory tier in front of a distributed store (Redis, NATS). Writes and deletes
    * invalidate the other replicas' L1 through the store's pub/sub. @default none
    */
@@ -235,11 +240,15 @@ export class Cache {
       local.write(storeKey, value, size, ttlMs)
     } else {
       const bytes = this.#encode(key, value)
-      await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }), false)
       const l1 = core.l1
+      const before = l1?.epoch
+      await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }), false)
       if (l1 !== undefined) {
-        await this.#changed({ keys: [storeKey] })
-        l1.fill(storeKey, value, bytes.byteLength, ttlMs ?? null, l1.epoch)
+        // Another replica's invalidation during our write may mean its value overtook ours in
+        // the store: then keeping ours in L1 would serve a value the store no longer holds.
+        const overtaken = l1.epoch !== before
+        const epoch = await l1.invalidate({ keys: [storeKey] })
+        if (!overtaken) l1.fill(storeKey, value, bytes.byteLength, ttlMs ?? null, epoch)
       }
     }
     if (start >= 0) core.stats.recordLatency('set', performance.now() - start)
@@ -712,6 +721,14 @@ export class Cache {
   }
 }
 
+function positiveMs(value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isFinite(value) || value <= 0) {
+    throw InvalidArgumentError.format(name, `must be a positive number of ms; got ${String(value)}`)
+  }
+  return value
+}
+
 /**
  * Creates a cache. Without a store it uses an in-process {@link memoryStore}, which can be
  * given the `clock` and `codec` options too.
@@ -735,6 +752,8 @@ export function createCache(options: CacheOptions = {}): Cache {
       ? new FallbackStore(given, {
           mode: fallbackMode,
           logger,
+          reconnectBaseMs: positiveMs(options.fallbackRetry?.baseMs, 'fallbackRetry.baseMs', 250),
+          reconnectMaxMs: positiveMs(options.fallbackRetry?.maxMs, 'fallbackRetry.maxMs', 5000),
           clock,
         })
       : undefined

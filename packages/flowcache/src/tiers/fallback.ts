@@ -36,9 +36,9 @@ export interface FallbackOptions {
   mode: FallbackMode
   logger: Logger
   clock: Clock
-  /** First reconnect delay in ms; doubles per attempt up to `reconnectMaxMs`, with full jitter. @default 500 */
+  /** First reconnect delay in ms; doubles per attempt up to `reconnectMaxMs`, with full jitter. @default 250 */
   reconnectBaseMs?: number
-  /** Longest reconnect delay in ms. @default 30_000 */
+  /** Longest reconnect delay in ms. @default 5000 */
   reconnectMaxMs?: number
   /** Called whenever the fallback state changes (for metrics). */
   onChange?: (state: 'primary' | 'fallback') => void
@@ -156,8 +156,8 @@ export class FallbackStore implements Store {
   }
 
   #scheduleReconnect(): void {
-    const base = this.#options.reconnectBaseMs ?? 500
-    const max = this.#options.reconnectMaxMs ?? 30_000
+    const base = this.#options.reconnectBaseMs ?? 250
+    const max = this.#options.reconnectMaxMs ?? 5000
     const ceiling = Math.min(max, base * 2 ** Math.min(this.#attempt, 30))
     this.#attempt++
     // Full jitter: replicas that lost the store together do not come back in lockstep.

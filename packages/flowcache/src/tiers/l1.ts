@@ -17,7 +17,13 @@ import type { Logger } from '../core/logger.js'
 import { InvalidArgumentError } from '../errors.js'
 import { MemoryStore, type ValueIsolation } from '../stores/memory/index.js'
 import type { Codec } from '../types/codec.js'
-import type { Invalidation, InvalidationBus, LocalAccess, Store } from '../types/store.js'
+import type {
+  Invalidation,
+  InvalidationBus,
+  InvalidationListener,
+  LocalAccess,
+  Store,
+} from '../types/store.js'
 
 /** Options of the L1 tier (`createCache({ l1 })`). */
 export interface L1Options {
@@ -55,6 +61,9 @@ export interface L1Stats {
 }
 
 const CHANNEL_PATTERN = /^[A-Za-z0-9_-]{1,128}$/
+/** Backoff of subscription retries after a failed subscribe, in ms. */
+const RESUBSCRIBE_BASE_MS = 250
+const RESUBSCRIBE_MAX_MS = 5000
 
 /** The L1 tier of one cache. Created by `createCache` when `l1` is given. */
 export class L1Tier {
@@ -72,6 +81,9 @@ export class L1Tier {
   #publishFailures = 0
   #lastPublishWarning = 0
   readonly #subscribed: Promise<void>
+  readonly #listener: InvalidationListener
+  #attempts = 0
+  #retry: NodeJS.Timeout | undefined
 
   constructor(
     store: Store,
@@ -105,34 +117,52 @@ export class L1Tier {
     this.#local = this.#memory.local
     this.#logger = logger
     this.#bus = store.createBus(channel)
-    this.#subscribed = this.#bus
-      .subscribe({
-        message: (invalidation) => this.#onMessage(invalidation),
-        interrupted: (reason) => {
-          this.#live = false
-          this.#drop()
-          logger.warn(
-            `L1 invalidation bus interrupted (${reason}); L1 is bypassed until it is back`,
-          )
-        },
-        resumed: () => {
-          this.#drop()
-          this.#live = true
-        },
-      })
-      .then(
-        () => {
-          this.#live = true
-        },
-        (error: unknown) => {
-          logger.warn(
-            `L1 invalidation bus could not subscribe; L1 stays off: ${error instanceof Error ? error.message : String(error)}`,
-          )
-        },
-      )
+    this.#listener = {
+      message: (invalidation) => this.#onMessage(invalidation),
+      interrupted: (reason) => {
+        this.#live = false
+        this.#drop()
+        logger.warn(`L1 invalidation bus interrupted (${reason}); L1 is bypassed until it is back`)
+      },
+      resumed: () => {
+        this.#drop()
+        this.#live = true
+      },
+    }
+    this.#subscribed = this.#subscribe()
   }
 
-  /** Resolves once the first subscription attempt has finished. */
+  /**
+   * Subscribes; when that fails (the store is unreachable at start, say) L1 stays off and the
+   * subscription is retried with capped, jittered backoff until it works or the tier is closed.
+   */
+  async #subscribe(): Promise<void> {
+    try {
+      await this.#bus.subscribe(this.#listener)
+    } catch (error) {
+      if (this.#closed) return
+      if (this.#attempts === 0) {
+        this.#logger.warn(
+          `L1 invalidation bus could not subscribe; L1 stays off and subscribing is retried: ${error instanceof Error ? error.message : String(error)}`,
+        )
+      }
+      const ceiling = Math.min(
+        RESUBSCRIBE_MAX_MS,
+        RESUBSCRIBE_BASE_MS * 2 ** Math.min(this.#attempts, 20),
+      )
+      this.#attempts++
+      this.#retry = setTimeout(() => void this.#subscribe(), Math.max(10, Math.random() * ceiling))
+      this.#retry.unref()
+      return
+    }
+    if (this.#closed) return
+    if (this.#attempts > 0) this.#logger.info('L1 invalidation bus subscribed; L1 is in use')
+    this.#attempts = 0
+    this.#drop()
+    this.#live = true
+  }
+
+  /** Resolves once the first subscription attempt has finished (whether or not it worked). */
   ready(): Promise<void> {
     return this.#subscribed
   }
@@ -167,9 +197,14 @@ export class L1Tier {
     this.#local.write(storeKey, value, sizeBytes, ttlMs)
   }
 
-  /** Drops this replica's copies and tells the other replicas to drop theirs. */
-  async invalidate(change: { keys?: string[]; prefixes?: string[] }): Promise<void> {
+  /**
+   * Drops this replica's copies and tells the other replicas to drop theirs. Resolves with the
+   * epoch right after this replica's own drop: pass it to {@link L1Tier.fill} to keep the value
+   * just written, so that an invalidation arriving while the message is published keeps it out.
+   */
+  async invalidate(change: { keys?: string[]; prefixes?: string[] }): Promise<number> {
     this.#apply(change)
+    const epoch = this.#epoch
     const message: Invalidation = { origin: this.origin, ...change }
     try {
       await this.#bus.publish(message)
@@ -184,6 +219,7 @@ export class L1Tier {
         )
       }
     }
+    return epoch
   }
 
   stats(): L1Stats {
@@ -200,6 +236,7 @@ export class L1Tier {
     if (this.#closed) return
     this.#closed = true
     this.#live = false
+    if (this.#retry !== undefined) clearTimeout(this.#retry)
     await Promise.allSettled([this.#bus.close(), this.#memory.close()])
   }
 

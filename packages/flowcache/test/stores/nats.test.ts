@@ -18,6 +18,7 @@ import { ManualClock } from '../../src/core/clock.js'
 import { jsonCodec } from '../../src/core/codec.js'
 import { natsStore, type NatsStore, type NatsStoreOptions } from '../../src/stores/nats/index.js'
 import { runStoreContract } from '../../src/testing/index.js'
+import { processStopped, waitUntil } from '../fixtures/fault-harness.js'
 import { startNatsServer, type ServerHandle } from '../helpers/servers.js'
 import { natsUrl } from '../helpers/services.js'
 
@@ -571,6 +572,8 @@ describe('nats store: crash and outage on a private nats-server', () => {
 
     // Paused: the server accepts nothing and answers nothing, so only the timeout can tell.
     first.kill('SIGSTOP')
+    // nats-server is multi-threaded: it answers until every one of its threads has stopped.
+    await waitUntil(() => processStopped(first.pid), 'every nats-server thread stopped', 5000)
     const pausedTimes: number[] = []
     for (const call of [() => store.get(key), () => store.set(key, utf8.encode('x'))]) {
       const started = Date.now()

@@ -79,8 +79,15 @@ export class RedisInvalidationBus implements InvalidationBus {
     subscriber.on('error', () => {
       // Reported through close/reconnecting; without a listener ioredis would print every error.
     })
-    await subscriber.connect()
-    await subscriber.subscribe(this.#channel)
+    try {
+      await subscriber.connect()
+      await subscriber.subscribe(this.#channel)
+    } catch (error) {
+      // A failed attempt must not leave a connection behind: the caller may try again.
+      this.#subscriber = undefined
+      subscriber.disconnect()
+      throw error
+    }
     up = true
     // After a reconnect, subscribe again and wait for Redis to confirm it: only then can no
     // message fall between the reconnect and the subscription.
