@@ -143,6 +143,8 @@ interface Core {
 
 const MAX_LIST_LIMIT = 100_000
 const CAS_ATTEMPTS = 1000
+/** Store keys remembered per generation by each namespace view. */
+const KEY_MEMO = 8192
 
 /**
  * A cache, or a namespace view of one. Create it with {@link createCache}. All methods are
@@ -155,6 +157,10 @@ export class Cache {
   readonly #userPrefix: string
   readonly #defaultTtlMs: number | undefined
   readonly #path: readonly string[]
+  // Store keys of recently used keys, in two generations: escaping and concatenating a key
+  // costs more than a whole memory hit, and hot keys repeat. Bounded to 2 × KEY_MEMO entries.
+  #recentKeys = new Map<string, string>()
+  #olderKeys = new Map<string, string>()
 
   /** @internal use {@link createCache} */
   constructor(
@@ -185,7 +191,7 @@ export class Cache {
   get<T = unknown>(key: string, defaultValue: T): Promise<T>
   async get<T>(key: string, defaultValue?: T): Promise<T | undefined> {
     const core = this.#open()
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const start = core.stats.shouldSample() ? performance.now() : -1
     let value: unknown
     const local = core.store.local
@@ -230,7 +236,7 @@ export class Cache {
    */
   async set(key: string, value: unknown, ttlOrOptions?: Duration | SetOptions): Promise<true> {
     const core = this.#open()
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttlOrOptions)
     const start = core.stats.shouldSample() ? performance.now() : -1
     const local = core.store.local
@@ -259,7 +265,7 @@ export class Cache {
   /** Stores a value only if the key has no live entry: atomic, so exactly one concurrent `add` wins. */
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const core = this.#open()
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const bytes = this.#encode(key, value)
     const revision = await this.#call('add', () => core.store.create(storeKey, bytes, { ttlMs }))
@@ -272,7 +278,7 @@ export class Cache {
   /** Deletes an entry; `true` if one existed. */
   async delete(key: string): Promise<boolean> {
     const core = this.#open()
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const deleted = await this.#call('delete', () => core.store.delete(storeKey))
     if (deleted) core.stats.deletes++
     // Invalidate even when nothing was deleted here: a replica may still hold an expired copy.
@@ -283,7 +289,7 @@ export class Cache {
   /** Whether a live entry exists (a stored `null` counts). */
   async has(key: string): Promise<boolean> {
     const core = this.#open()
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const local = core.store.local
     if (local !== undefined) return local.has(storeKey)
     if (core.l1?.read(storeKey) !== undefined) return true
@@ -309,7 +315,7 @@ export class Cache {
     if (typeof by !== 'number' || !Number.isFinite(by)) {
       throw InvalidArgumentError.format('by', `must be a finite number; got ${String(by)}`)
     }
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const store = core.store
     let result: number
@@ -365,7 +371,7 @@ export class Cache {
   async getMany<T = unknown>(keys: readonly string[]): Promise<Array<T | undefined>> {
     const core = this.#open()
     checkBatch(keys.length, core.limits, 'getMany')
-    const storeKeys = keys.map((key) => userKey(this.#prefix, key, core.limits.maxKeyBytes))
+    const storeKeys = keys.map((key) => this.#storeKeyOf(key))
     let values: unknown[]
     const local = core.store.local
     if (local !== undefined) {
@@ -409,7 +415,7 @@ export class Cache {
     const core = this.#open()
     checkBatch(items.length, core.limits, 'setMany')
     const prepared = items.map((item) => ({
-      key: userKey(this.#prefix, item.key, core.limits.maxKeyBytes),
+      key: this.#storeKeyOf(item.key),
       value: this.#encode(item.key, item.value),
       ttlMs: this.#ttlOf(item.ttl),
     }))
@@ -423,7 +429,7 @@ export class Cache {
   async deleteMany(keys: readonly string[]): Promise<number> {
     const core = this.#open()
     checkBatch(keys.length, core.limits, 'deleteMany')
-    const storeKeys = keys.map((key) => userKey(this.#prefix, key, core.limits.maxKeyBytes))
+    const storeKeys = keys.map((key) => this.#storeKeyOf(key))
     const deleted = await this.#call('deleteMany', () => core.store.deleteMany(storeKeys))
     await this.#changed({ keys: storeKeys })
     core.stats.deletes += deleted
@@ -476,7 +482,7 @@ export class Cache {
   /** Remaining time to live in ms; `null` when the entry never expires; `undefined` when missing. */
   async ttl(key: string): Promise<number | null | undefined> {
     const core = this.#open()
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const entry = await this.#call('ttl', () => core.store.get(storeKey))
     if (entry === undefined) return undefined
     if (entry.expiresAt === null) return null
@@ -486,7 +492,7 @@ export class Cache {
   /** Reads a value with its revision and expiry, for {@link Cache.compareAndSet}. */
   async entry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
     const core = this.#open()
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const entry: StoreEntry | undefined = await this.#call('entry', () => core.store.get(storeKey))
     if (entry === undefined) {
       core.stats.misses++
@@ -517,7 +523,7 @@ export class Cache {
         'must be the revision string returned by entry()',
       )
     }
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const bytes = this.#encode(key, value)
     const written = await this.#call('compareAndSet', () =>
@@ -547,7 +553,7 @@ export class Cache {
         'must be a function returning the value to cache',
       )
     }
-    const storeKey = userKey(this.#prefix, key, core.limits.maxKeyBytes)
+    const storeKey = this.#storeKeyOf(key)
     const ttl = options.ttl === undefined ? undefined : checkTtl(options.ttl, core.limits)
     const cached = await this.get<T>(key)
     if (cached !== undefined) return cached
@@ -665,6 +671,19 @@ export class Cache {
       core.store.close(),
     )
     return core.closing
+  }
+
+  /** The store key of `key` in this namespace (checked and escaped; see the keyspace). */
+  #storeKeyOf(key: string): string {
+    let storeKey = this.#recentKeys.get(key)
+    if (storeKey !== undefined) return storeKey
+    storeKey = this.#olderKeys.get(key) ?? userKey(this.#prefix, key, this.#core.limits.maxKeyBytes)
+    if (this.#recentKeys.size >= KEY_MEMO) {
+      this.#olderKeys = this.#recentKeys
+      this.#recentKeys = new Map()
+    }
+    this.#recentKeys.set(key, storeKey)
+    return storeKey
   }
 
   #storeNow(): number {

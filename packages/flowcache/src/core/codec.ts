@@ -762,13 +762,18 @@ function copyPlain(source: Record<string, unknown>): Record<string, unknown> {
   return copy
 }
 
+/** Longest array copied into exact-length storage; longer ones grow as they fill. */
+const PREALLOCATE_MAX = 65_536
+
 function copyArray(source: unknown[]): unknown[] {
   const length = source.length
-  const copy: unknown[] = []
+  // Exact-length storage: growing by push leaves spare capacity in every stored copy (a
+  // two-element array would keep room for seventeen), which the memory store pays per entry.
+  const copy: unknown[] = length <= PREALLOCATE_MAX ? new Array<unknown>(length) : []
   for (let i = 0; i < length; i++) {
     const child = source[i]
     if (child === undefined && isHole(source, i)) return copySparse(source)
-    copy.push(typeof child === 'object' && child !== null ? copyAny(child) : child)
+    copy[i] = typeof child === 'object' && child !== null ? copyAny(child) : child
   }
   return copy
 }

@@ -25,21 +25,27 @@ export const KeyKind = {
 /** One of the {@link KeyKind} letters. */
 export type KeyKind = (typeof KeyKind)[keyof typeof KeyKind]
 
-const HEX = '0123456789ABCDEF'
 const ROOT_PATTERN = /^[A-Za-z0-9_-]{1,64}$/
 
-function isLiteral(code: number): boolean {
-  return (
-    (code >= 97 && code <= 122) || // a-z
-    (code >= 65 && code <= 90) || // A-Z
-    (code >= 48 && code <= 57) || // 0-9
-    code === 95 || // _
-    code === 45 // -
-  )
+/** `=XX` for every byte value, so escaping appends one precomputed string per byte. */
+const ESCAPED_BYTE: readonly string[] = Array.from(
+  { length: 256 },
+  (_, byte) => `=${byte.toString(16).toUpperCase().padStart(2, '0')}`,
+)
+
+/** Which UTF-16 code units below 128 stay literal: `[A-Za-z0-9_-]`. */
+const LITERAL = new Uint8Array(128)
+for (let code = 0; code < 128; code++) {
+  const ch = String.fromCharCode(code)
+  if (/[A-Za-z0-9_-]/.test(ch)) LITERAL[code] = 1
 }
 
-function pushByte(out: string, byte: number): string {
-  return out + '=' + (HEX[byte >> 4] as string) + (HEX[byte & 15] as string)
+function isLiteral(code: number): boolean {
+  return code < 128 && LITERAL[code] === 1
+}
+
+function escapedByte(byte: number): string {
+  return ESCAPED_BYTE[byte] as string
 }
 
 /**
@@ -55,43 +61,52 @@ export function escapeKeyPart(part: string, what: string, maxBytes: number): str
   }
   const length = part.length
   if (length === 0) throw InvalidArgumentError.format(what, 'must not be empty')
-  let literalRun = 0
-  while (literalRun < length && isLiteral(part.charCodeAt(literalRun))) literalRun++
-  if (literalRun === length) {
-    if (length > maxBytes) throw tooLong(what, length, maxBytes)
-    return part
-  }
-  let out = part.slice(0, literalRun)
-  let bytes = literalRun
-  for (let i = literalRun; i < length; i++) {
+  let out = ''
+  let bytes = 0
+  // Start of the pending run of literal characters, copied with one slice when it ends.
+  let run = 0
+  for (let i = 0; i < length; i++) {
     const code = part.charCodeAt(i)
-    if (isLiteral(code)) {
-      out += part[i]
-      bytes += 1
-    } else if (code < 0x80) {
-      out = pushByte(out, code)
+    if (isLiteral(code)) continue
+    if (i > run) {
+      out += part.slice(run, i)
+      bytes += i - run
+    }
+    if (code < 0x80) {
+      out += escapedByte(code)
       bytes += 1
     } else if (code < 0x800) {
-      out = pushByte(pushByte(out, 0xc0 | (code >> 6)), 0x80 | (code & 63))
+      out += escapedByte(0xc0 | (code >> 6)) + escapedByte(0x80 | (code & 63))
       bytes += 2
     } else if (code >= 0xd800 && code <= 0xdbff) {
       const low = i + 1 < length ? part.charCodeAt(i + 1) : 0
       if (low < 0xdc00 || low > 0xdfff) throw loneSurrogate(what, i)
       const point = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00)
-      out = pushByte(out, 0xf0 | (point >> 18))
-      out = pushByte(out, 0x80 | ((point >> 12) & 63))
-      out = pushByte(out, 0x80 | ((point >> 6) & 63))
-      out = pushByte(out, 0x80 | (point & 63))
+      out +=
+        escapedByte(0xf0 | (point >> 18)) +
+        escapedByte(0x80 | ((point >> 12) & 63)) +
+        escapedByte(0x80 | ((point >> 6) & 63)) +
+        escapedByte(0x80 | (point & 63))
       bytes += 4
       i++
     } else if (code >= 0xdc00 && code <= 0xdfff) {
       throw loneSurrogate(what, i)
     } else {
-      out = pushByte(out, 0xe0 | (code >> 12))
-      out = pushByte(out, 0x80 | ((code >> 6) & 63))
-      out = pushByte(out, 0x80 | (code & 63))
+      out +=
+        escapedByte(0xe0 | (code >> 12)) +
+        escapedByte(0x80 | ((code >> 6) & 63)) +
+        escapedByte(0x80 | (code & 63))
       bytes += 3
     }
+    run = i + 1
+  }
+  if (run === 0) {
+    if (length > maxBytes) throw tooLong(what, length, maxBytes)
+    return part
+  }
+  if (run < length) {
+    out += part.slice(run)
+    bytes += length - run
   }
   if (bytes > maxBytes) throw tooLong(what, bytes, maxBytes)
   return out

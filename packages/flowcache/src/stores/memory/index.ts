@@ -65,6 +65,8 @@ export interface MemoryStoreOptions {
 const ENCODED = 1
 /** Entry value is not fully frozen: hand out copies. */
 const COPY_ON_READ = 2
+/** Entry was read or rewritten since the eviction hand last passed it: it gets a second chance. */
+const REFERENCED = 4
 
 class Entry {
   constructor(
@@ -73,7 +75,6 @@ class Entry {
     public expiresAt: number,
     public revision: number,
     public flags: number,
-    public tick: number,
     public quotas: QuotaState[] | null,
   ) {}
 }
@@ -81,7 +82,10 @@ class Entry {
 class QuotaState {
   entries = 0
   bytes = 0
+  /** User entries under the prefix, least recently used first (exact LRU). */
   readonly order = new Map<string, Entry>()
+  /** Where eviction of this quota resumes; see `MemoryStore.#hand`. */
+  hand: Iterator<[string, Entry]> = this.order.entries()
   constructor(
     readonly prefix: string,
     public maxEntries: number,
@@ -126,7 +130,10 @@ export class MemoryStore implements Store {
   #userBytes = 0
   #systemBytes = 0
   #revision = 0
-  #tick = 0
+  // The eviction hand: one live iterator over the user map. Everything before it has already
+  // been evicted or moved to the end, so it never needs to restart from the front, where a fresh
+  // iterator would step over every slot deleted since the table was last compacted.
+  #hand: Iterator<[string, Entry]> = this.#user.entries()
   #evictions = 0
   #expirations = 0
   #closed = false
@@ -341,6 +348,7 @@ export class MemoryStore implements Store {
     this.#closed = true
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer)
     this.#user.clear()
+    this.#hand = this.#user.entries()
     this.#system.clear()
     this.#quotas.clear()
     this.#heapAt = []
@@ -390,21 +398,20 @@ export class MemoryStore implements Store {
       const decoded = this.#codec.decode(entry.value as Uint8Array)
       // A decoded value is a fresh object nobody else holds: isolate without another copy.
       entry.value = decoded
-      entry.flags = this.#isolation === 'copied' || !freezeValue(decoded) ? COPY_ON_READ : 0
-      if (this.#isolation === 'shared') entry.flags = 0
+      const copyOnRead =
+        this.#isolation !== 'shared' && (this.#isolation === 'copied' || !freezeValue(decoded))
+      entry.flags = (entry.flags & REFERENCED) | (copyOnRead ? COPY_ON_READ : 0)
     }
     return entry.flags & COPY_ON_READ ? copyValue(entry.value) : entry.value
   }
 
-  /** Marks an entry as recently used. */
+  /**
+   * Marks an entry as recently used. Store-wide eviction is CLOCK (second chance): a hit only
+   * sets a bit, and the eviction hand moves a marked entry to the back instead of evicting it,
+   * so hits cost no Map writes. Quota orders stay exact LRU: their entries move on every hit.
+   */
   #touch(key: string, entry: Entry): void {
-    // An entry among the most recently used half cannot be next in line for eviction; skipping
-    // the Map reinsertion for it keeps repeated hits on hot keys free of Map writes. Entries under
-    // a quota are always moved so that quota eviction order stays exact.
-    if (entry.quotas === null && this.#tick - entry.tick <= this.#user.size >> 1) return
-    entry.tick = ++this.#tick
-    this.#user.delete(key)
-    this.#user.set(key, entry)
+    entry.flags |= REFERENCED
     if (entry.quotas !== null) {
       for (const quota of entry.quotas) {
         quota.order.delete(key)
@@ -440,13 +447,37 @@ export class MemoryStore implements Store {
     const map = user ? this.#user : this.#system
     const quotas = user && this.#quotas.size > 0 ? this.#quotasOf(key) : null
     if (user) this.#checkFits(key, size, quotas)
-    const previous = map.get(key)
-    if (previous !== undefined) this.#remove(key, previous)
     const expiresAt = ttlMs === undefined ? 0 : this.#clock.now() + ttlMs
     const revision = ++this.#revision
-    const entry = new Entry(value, size, expiresAt, revision, flags, ++this.#tick, quotas)
-    map.set(key, entry)
     if (expiresAt !== 0) this.#heapPush(expiresAt, key)
+    const previous = map.get(key)
+    if (previous !== undefined) {
+      // Rewrite in place: no Map delete and insert, no new record. The entry counts as used.
+      const grown = size - previous.size
+      previous.value = value
+      previous.size = size
+      previous.expiresAt = expiresAt
+      previous.revision = revision
+      if (!user) {
+        previous.flags = flags
+        this.#systemBytes += grown
+        return String(revision)
+      }
+      previous.flags = flags | REFERENCED
+      this.#userBytes += grown
+      if (previous.quotas !== null) {
+        for (const quota of previous.quotas) {
+          quota.bytes += grown
+          quota.order.delete(key)
+          quota.order.set(key, previous)
+        }
+        for (const quota of previous.quotas) this.#enforceQuota(quota)
+      }
+      this.#enforceStoreLimits()
+      return String(revision)
+    }
+    const entry = new Entry(value, size, expiresAt, revision, flags, quotas)
+    map.set(key, entry)
     if (!user) {
       this.#systemBytes += size
       return String(revision)
@@ -460,10 +491,38 @@ export class MemoryStore implements Store {
       }
       for (const quota of quotas) this.#enforceQuota(quota)
     }
-    while (this.#user.size > this.#maxEntries || this.#userBytes > this.#maxBytes) {
-      if (!this.#evictOldest(this.#user)) break
-    }
+    this.#enforceStoreLimits()
     return String(revision)
+  }
+
+  #enforceStoreLimits(): void {
+    while (this.#user.size > this.#maxEntries || this.#userBytes > this.#maxBytes) {
+      if (!this.#evictByClock()) break
+    }
+  }
+
+  /** Evicts the first entry at or after the hand that was not used since the hand last passed. */
+  #evictByClock(): boolean {
+    const user = this.#user
+    // Each marked entry is moved once, so two passes over the map always find a victim.
+    for (let steps = 0; steps <= 2 * user.size + 1; steps++) {
+      const next = this.#hand.next()
+      if (next.done === true) {
+        if (user.size === 0) return false
+        this.#hand = user.entries()
+        continue
+      }
+      const [key, entry] = next.value
+      if (entry.flags & REFERENCED) {
+        entry.flags &= ~REFERENCED
+        user.delete(key)
+        user.set(key, entry)
+        continue
+      }
+      this.#evict(key, entry)
+      return true
+    }
+    return false
   }
 
   /** Refuses a single entry larger than a byte limit it would have to fit in alone. */
@@ -496,18 +555,21 @@ export class MemoryStore implements Store {
 
   #enforceQuota(quota: QuotaState): void {
     while (quota.entries > quota.maxEntries || quota.bytes > quota.maxBytes) {
-      if (!this.#evictOldest(quota.order)) break
+      let next = quota.hand.next()
+      if (next.done === true) {
+        quota.hand = quota.order.entries()
+        next = quota.hand.next()
+        if (next.done === true) return
+      }
+      const [key, entry] = next.value
+      this.#evict(key, entry)
     }
   }
 
-  #evictOldest(order: Map<string, Entry>): boolean {
-    const oldest = order.entries().next()
-    if (oldest.done === true) return false
-    const [key, entry] = oldest.value
+  #evict(key: string, entry: Entry): void {
     this.#remove(key, entry)
     if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) this.#expirations++
     else this.#evictions++
-    return true
   }
 
   #remove(key: string, entry: Entry): void {
