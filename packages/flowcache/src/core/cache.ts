@@ -143,8 +143,8 @@ interface Core {
 
 const MAX_LIST_LIMIT = 100_000
 const CAS_ATTEMPTS = 1000
-/** Store keys remembered per generation by each namespace view. */
-const KEY_MEMO = 8192
+/** Most store keys remembered by each namespace view. */
+const KEY_MEMO = 16_384
 
 /**
  * A cache, or a namespace view of one. Create it with {@link createCache}. All methods are
@@ -157,10 +157,9 @@ export class Cache {
   readonly #userPrefix: string
   readonly #defaultTtlMs: number | undefined
   readonly #path: readonly string[]
-  // Store keys of recently used keys, in two generations: escaping and concatenating a key
-  // costs more than a whole memory hit, and hot keys repeat. Bounded to 2 × KEY_MEMO entries.
-  #recentKeys = new Map<string, string>()
-  #olderKeys = new Map<string, string>()
+  // Store keys of recently used keys: escaping and concatenating a key costs more than a whole
+  // memory hit, and hot keys repeat. Bounded: emptied when it reaches KEY_MEMO entries.
+  readonly #storeKeys = new Map<string, string>()
 
   /** @internal use {@link createCache} */
   constructor(
@@ -675,14 +674,11 @@ export class Cache {
 
   /** The store key of `key` in this namespace (checked and escaped; see the keyspace). */
   #storeKeyOf(key: string): string {
-    let storeKey = this.#recentKeys.get(key)
+    let storeKey = this.#storeKeys.get(key)
     if (storeKey !== undefined) return storeKey
-    storeKey = this.#olderKeys.get(key) ?? userKey(this.#prefix, key, this.#core.limits.maxKeyBytes)
-    if (this.#recentKeys.size >= KEY_MEMO) {
-      this.#olderKeys = this.#recentKeys
-      this.#recentKeys = new Map()
-    }
-    this.#recentKeys.set(key, storeKey)
+    storeKey = userKey(this.#prefix, key, this.#core.limits.maxKeyBytes)
+    if (this.#storeKeys.size >= KEY_MEMO) this.#storeKeys.clear()
+    this.#storeKeys.set(key, storeKey)
     return storeKey
   }
 

@@ -120,7 +120,8 @@ export interface StoreCapabilities {
 
 /**
  * Fast path of in-process stores: they may keep decoded values so that a hit costs no decoding.
- * Entries written through `local` and through the byte API are the same entries.
+ * Entries written through `local` and through the byte API are the same entries. It serves user
+ * keys only (kind `k`); system keys go through the byte API.
  */
 export interface LocalAccess {
   /**

@@ -170,6 +170,12 @@ export class MemoryStore implements Store {
       has: (key) => this.#live(key) !== undefined,
       write: (key, value, sizeBytes, ttlMs) => {
         this.#checkOpen()
+        if (!isUserKey(key)) {
+          throw InvalidArgumentError.format(
+            'key',
+            `${key} is not a user key; local writes are for user keys only`,
+          )
+        }
         const [stored, flags] = this.#isolate(value)
         return this.#write(key, stored, sizeBytes + key.length, ttlMs, flags)
       },
@@ -382,18 +388,17 @@ export class MemoryStore implements Store {
     return entry
   }
 
+  /** A user entry's value (the local path serves user keys only). */
   #readValue(key: string): unknown {
     this.#checkOpen()
-    const user = isUserKey(key)
-    const map = user ? this.#user : this.#system
-    const entry = map.get(key)
+    const entry = this.#user.get(key)
     if (entry === undefined) return undefined
     if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) {
       this.#remove(key, entry)
       this.#expirations++
       return undefined
     }
-    if (user) this.#touch(key, entry)
+    this.#touch(key, entry)
     if (entry.flags & ENCODED) {
       const decoded = this.#codec.decode(entry.value as Uint8Array)
       // A decoded value is a fresh object nobody else holds: isolate without another copy.
