@@ -3,6 +3,7 @@
  * core (store, codec, limits, counters, in-flight loads); a view adds its key prefix, its default
  * TTL and, optionally, its quota. Every argument is checked before the store is touched.
  */
+import { incremented } from './checks.js'
 import { jsonCodec, valuesEqual } from './codec.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Duration } from './duration.js'
@@ -30,7 +31,6 @@ import {
   ClosedError,
   FlowcacheError,
   InvalidArgumentError,
-  NotANumberError,
   StoreUnavailableError,
 } from '../errors.js'
 import { memoryStore } from '../stores/memory/index.js'
@@ -346,12 +346,7 @@ export class Cache {
         continue
       }
       const current = core.codec.decode(entry.value)
-      if (typeof current !== 'number') {
-        throw new NotANumberError(
-          `cannot increment "${key}": the stored value is ${current === null ? 'null' : typeof current}, not a number`,
-        )
-      }
-      const next = current + by
+      const next = incremented(current, by)
       const remaining = entry.expiresAt === null ? undefined : entry.expiresAt - this.#storeNow()
       if (remaining !== undefined && remaining <= 0) continue
       const written = await this.#call('increment', () =>

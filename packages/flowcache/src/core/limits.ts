@@ -1,3 +1,4 @@
+import { positiveInteger } from './checks.js'
 import { formatDuration, parseDuration, type Duration } from './duration.js'
 import { BatchTooLargeError, InvalidArgumentError, ValueTooLargeError } from '../errors.js'
 
@@ -33,24 +34,17 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxBatchSize: 1000,
 })
 
-function positiveInteger(value: number | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw InvalidArgumentError.format(
-      `limits.${name}`,
-      `must be a positive integer; got ${String(value)}`,
-    )
-  }
-  return value
-}
-
 /** Validates limit options and fills in defaults. */
 export function resolveLimits(options: LimitsOptions = {}): Readonly<Limits> {
   return Object.freeze({
-    maxKeyBytes: positiveInteger(options.maxKeyBytes, 'maxKeyBytes', DEFAULT_LIMITS.maxKeyBytes),
+    maxKeyBytes: positiveInteger(
+      options.maxKeyBytes,
+      'limits.maxKeyBytes',
+      DEFAULT_LIMITS.maxKeyBytes,
+    ),
     maxValueBytes: positiveInteger(
       options.maxValueBytes,
-      'maxValueBytes',
+      'limits.maxValueBytes',
       DEFAULT_LIMITS.maxValueBytes,
     ),
     maxTtlMs:
@@ -59,7 +53,7 @@ export function resolveLimits(options: LimitsOptions = {}): Readonly<Limits> {
         : parseDuration(options.maxTtl, 'limits.maxTtl'),
     maxBatchSize: positiveInteger(
       options.maxBatchSize,
-      'maxBatchSize',
+      'limits.maxBatchSize',
       DEFAULT_LIMITS.maxBatchSize,
     ),
   })

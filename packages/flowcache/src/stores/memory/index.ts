@@ -10,15 +10,11 @@
  * Values written through the `local` fast path are kept decoded, so a hit costs no decoding;
  * the `values` option decides how callers are kept from mutating what is stored.
  */
+import { incremented, positiveInteger } from '../../core/checks.js'
 import { copyValue, freezeValue, jsonCodec } from '../../core/codec.js'
 import { systemClock, type Clock } from '../../core/clock.js'
 import { isUserKey } from '../../core/keyspace.js'
-import {
-  ClosedError,
-  InvalidArgumentError,
-  NotANumberError,
-  ValueTooLargeError,
-} from '../../errors.js'
+import { ClosedError, InvalidArgumentError, ValueTooLargeError } from '../../errors.js'
 import type { Codec } from '../../types/codec.js'
 import type {
   LocalAccess,
@@ -97,14 +93,6 @@ const DEFAULT_MAX_ENTRIES = 50_000
 const DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 /** Expired entries removed per background sweep at most, so one sweep never blocks for long. */
 const SWEEP_BUDGET = 20_000
-
-function positiveInteger(value: number | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw InvalidArgumentError.format(name, `must be a positive integer; got ${String(value)}`)
-  }
-  return value
-}
 
 /** The in-process store. Create it with {@link memoryStore}. */
 export class MemoryStore implements Store {
@@ -265,12 +253,7 @@ export class MemoryStore implements Store {
       return by
     }
     const current = entry.flags & ENCODED ? codec.decode(entry.value as Uint8Array) : entry.value
-    if (typeof current !== 'number') {
-      throw new NotANumberError(
-        `cannot increment: the stored value is ${current === null ? 'null' : typeof current}, not a number; delete the key or use another one`,
-      )
-    }
-    const next = current + by
+    const next = incremented(current, by)
     const remaining = entry.expiresAt === 0 ? undefined : entry.expiresAt - this.#clock.now()
     this.#write(key, next, codec.encodedSize(next) + key.length, remaining, 0)
     return next

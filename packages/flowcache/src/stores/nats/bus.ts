@@ -4,7 +4,7 @@
  * stops trusting itself) and every reconnect (it empties itself and resumes).
  */
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { DecodeError } from '../../errors.js'
+import { decodeInvalidation, encodeInvalidation } from '../../tiers/invalidation.js'
 import type { Invalidation, InvalidationBus, InvalidationListener } from '../../types/store.js'
 
 const encoder = new TextEncoder()
@@ -13,28 +13,6 @@ const decoder = new TextDecoder()
 /** Subject of a bus: `flowcache.l1.<bucket>.<channel>`. */
 export function busSubject(bucket: string, channel: string): string {
   return `flowcache.l1.${bucket}.${channel}`
-}
-
-function parseInvalidation(data: Uint8Array): Invalidation {
-  const parsed: unknown = JSON.parse(decoder.decode(data))
-  if (
-    typeof parsed !== 'object' ||
-    parsed === null ||
-    typeof (parsed as Invalidation).origin !== 'string'
-  ) {
-    throw new DecodeError('an invalidation message without an origin')
-  }
-  const { origin, keys, prefixes } = parsed as Invalidation
-  const strings = (list: unknown): string[] | undefined =>
-    Array.isArray(list)
-      ? list.filter((item): item is string => typeof item === 'string')
-      : undefined
-  const message: Invalidation = { origin }
-  const keyList = strings(keys)
-  const prefixList = strings(prefixes)
-  if (keyList !== undefined) message.keys = keyList
-  if (prefixList !== undefined) message.prefixes = prefixList
-  return message
 }
 
 /** An invalidation bus on one NATS subject. Created by `NatsStore.createBus`. */
@@ -52,7 +30,7 @@ export class NatsInvalidationBus implements InvalidationBus {
 
   async publish(invalidation: Invalidation): Promise<void> {
     const nc = await this.#connection()
-    nc.publish(this.#subject, encoder.encode(JSON.stringify(invalidation)))
+    nc.publish(this.#subject, encoder.encode(encodeInvalidation(invalidation)))
   }
 
   async subscribe(listener: InvalidationListener): Promise<void> {
@@ -64,7 +42,7 @@ export class NatsInvalidationBus implements InvalidationBus {
           return
         }
         try {
-          listener.message(parseInvalidation(message.data))
+          listener.message(decodeInvalidation(decoder.decode(message.data)))
         } catch {
           // A message that is not ours on our subject: ignore it rather than break the tier.
         }

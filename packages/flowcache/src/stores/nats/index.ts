@@ -36,6 +36,7 @@ import {
 } from '@nats-io/transport-node'
 
 import { busSubject, NatsInvalidationBus } from './bus.js'
+import { incremented, positiveInteger } from '../../core/checks.js'
 import { systemClock, type Clock } from '../../core/clock.js'
 import { parseDuration, type Duration } from '../../core/duration.js'
 import { isUserKey } from '../../core/keyspace.js'
@@ -43,7 +44,6 @@ import {
   ClosedError,
   FlowcacheError,
   InvalidArgumentError,
-  NotANumberError,
   StoreUnavailableError,
 } from '../../errors.js'
 import type { Codec } from '../../types/codec.js'
@@ -205,14 +205,6 @@ interface Session {
   readonly directIsLeader: boolean
   /** Writes also carry the server's per-message TTL. */
   readonly nativeTtl: boolean
-}
-
-function positiveInteger(value: number | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw InvalidArgumentError.format(name, `must be a positive integer; got ${String(value)}`)
-  }
-  return value
 }
 
 function checkTtl(ttlMs: number | undefined): void {
@@ -523,12 +515,7 @@ export class NatsStore implements Store {
           continue
         }
         const current = codec.decode(live.value)
-        if (typeof current !== 'number') {
-          throw new NotANumberError(
-            `cannot increment: the stored value is ${current === null ? 'null' : typeof current}, not a number; delete the key or use another one`,
-          )
-        }
-        const next = current + by
+        const next = incremented(current, by)
         // The deadline is carried over unchanged: an increment never extends a counter's life.
         const seq = await this.#write(session, key, codec.encode(next), live.expiresAt, live.seq)
         if (seq !== undefined) return next

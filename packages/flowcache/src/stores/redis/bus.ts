@@ -5,34 +5,12 @@
  * every drop of the subscriber connection is reported, and every return after one.
  */
 import { Cluster, type Redis } from 'ioredis'
-import { DecodeError } from '../../errors.js'
+import { decodeInvalidation, encodeInvalidation } from '../../tiers/invalidation.js'
 import type { Invalidation, InvalidationBus, InvalidationListener } from '../../types/store.js'
 
 /** Redis channel of a bus: `flowcache:l1:<channel>`. */
 export function busChannel(channel: string): string {
   return `flowcache:l1:${channel}`
-}
-
-function parseInvalidation(text: string): Invalidation {
-  const parsed: unknown = JSON.parse(text)
-  if (
-    typeof parsed !== 'object' ||
-    parsed === null ||
-    typeof (parsed as Invalidation).origin !== 'string'
-  ) {
-    throw new DecodeError('an invalidation message without an origin')
-  }
-  const { origin, keys, prefixes } = parsed as Invalidation
-  const strings = (list: unknown): string[] | undefined =>
-    Array.isArray(list)
-      ? list.filter((item): item is string => typeof item === 'string')
-      : undefined
-  const message: Invalidation = { origin }
-  const keyList = strings(keys)
-  const prefixList = strings(prefixes)
-  if (keyList !== undefined) message.keys = keyList
-  if (prefixList !== undefined) message.prefixes = prefixList
-  return message
 }
 
 /** An invalidation bus on one Redis channel. Created by `RedisStore.createBus`. */
@@ -48,7 +26,7 @@ export class RedisInvalidationBus implements InvalidationBus {
   }
 
   async publish(invalidation: Invalidation): Promise<void> {
-    await this.#publisher.publish(this.#channel, JSON.stringify(invalidation))
+    await this.#publisher.publish(this.#channel, encodeInvalidation(invalidation))
   }
 
   async subscribe(listener: InvalidationListener): Promise<void> {
@@ -64,7 +42,7 @@ export class RedisInvalidationBus implements InvalidationBus {
     subscriber.on('message', (channel: string, text: string) => {
       if (channel !== this.#channel) return
       try {
-        listener.message(parseInvalidation(text))
+        listener.message(decodeInvalidation(text))
       } catch {
         // Not one of ours: ignore it rather than break the tier.
       }

@@ -21,13 +21,13 @@ import { Buffer } from 'node:buffer'
 import { performance } from 'node:perf_hooks'
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 
+import { incremented } from '../../core/checks.js'
 import { isUserKey } from '../../core/keyspace.js'
 import {
   ClosedError,
   DecodeError,
   FlowcacheError,
   InvalidArgumentError,
-  NotANumberError,
   StoreUnavailableError,
 } from '../../errors.js'
 import type { Codec } from '../../types/codec.js'
@@ -869,12 +869,7 @@ export class RedisStore implements Store {
         continue
       }
       const current = codec.decode(entry.value)
-      if (typeof current !== 'number') {
-        throw new NotANumberError(
-          `cannot increment: the stored value is ${current === null ? 'null' : typeof current}, not a number; delete the key or use another one`,
-        )
-      }
-      const next = current + by
+      const next = incremented(current, by)
       const written = await this.#write(
         'increment',
         'cas',

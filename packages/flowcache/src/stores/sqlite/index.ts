@@ -22,13 +22,13 @@ import { createRequire } from 'node:module'
 import { dirname, resolve } from 'node:path'
 import type BetterSqlite3 from 'better-sqlite3'
 
+import { incremented, positiveInteger } from '../../core/checks.js'
 import { systemClock, type Clock } from '../../core/clock.js'
 import { isUserKey } from '../../core/keyspace.js'
 import {
   ClosedError,
   FlowcacheError,
   InvalidArgumentError,
-  NotANumberError,
   StoreUnavailableError,
   ValueTooLargeError,
 } from '../../errors.js'
@@ -155,14 +155,6 @@ function loadDriver(): Driver {
     )
   }
   return driver
-}
-
-function positiveInteger(value: number | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw InvalidArgumentError.format(name, `must be a positive integer; got ${String(value)}`)
-  }
-  return value
 }
 
 /** Longest delay Node's timers and SQLite's busy handler accept, in ms (about 24.8 days). */
@@ -481,12 +473,7 @@ export class SqliteStore implements Store {
       let expiresAt = this.#deadline(now, ttlMs)
       if (row !== undefined && isLive(row, now)) {
         const current = codec.decode(bytesOf(row.value))
-        if (typeof current !== 'number') {
-          throw new NotANumberError(
-            `cannot increment: the stored value is ${current === null ? 'null' : typeof current}, not a number; delete the key or use another one`,
-          )
-        }
-        next = current + by
+        next = incremented(current, by)
         // An existing counter keeps its deadline, whatever ttlMs this call gives.
         expiresAt = row.expires_at
       } else if (row !== undefined) {
