@@ -77,6 +77,16 @@ export class NotANumberError extends FlowcacheError {
   static override readonly code = 'E_NOT_A_NUMBER'
 }
 
+/** A lock's lease was lost (expired, or taken over) before it was extended or released. */
+export class LockLostError extends FlowcacheError {
+  static override readonly code = 'E_LOCK_LOST'
+}
+
+/** A lock could not be taken within the time allowed (`withLock`). */
+export class LockTimeoutError extends FlowcacheError {
+  static override readonly code = 'E_LOCK_TIMEOUT'
+}
+
 /** Every error class by its code, for callers that map codes (HTTP statuses, script errors). */
 export const errors = {
   E_FLOWCACHE: FlowcacheError,
@@ -89,6 +99,8 @@ export const errors = {
   E_STORE_UNAVAILABLE: StoreUnavailableError,
   E_CLOSED: ClosedError,
   E_NOT_A_NUMBER: NotANumberError,
+  E_LOCK_LOST: LockLostError,
+  E_LOCK_TIMEOUT: LockTimeoutError,
 } as const
 
 /** Union of every stable error code. */

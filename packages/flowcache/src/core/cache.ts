@@ -12,6 +12,7 @@ import {
   childPrefix,
   rootPrefix,
   stripUserKey,
+  systemKey,
   userKey,
   userKeyPrefix,
 } from './keyspace.js'
@@ -27,6 +28,7 @@ import { stderrLogger, type Logger } from './logger.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
 import { L1Tier, type L1Options } from '../tiers/l1.js'
+import { Locks } from '../coord/locks.js'
 import {
   ClosedError,
   FlowcacheError,
@@ -160,6 +162,7 @@ export class Cache {
   // Store keys of recently used keys: escaping and concatenating a key costs more than a whole
   // memory hit, and hot keys repeat. Bounded: emptied when it reaches KEY_MEMO entries.
   readonly #storeKeys = new Map<string, string>()
+  #locks: Locks | undefined
 
   /** @internal use {@link createCache} */
   constructor(
@@ -178,6 +181,34 @@ export class Cache {
   /** Namespace path of this view (empty for the root cache). */
   get path(): readonly string[] {
     return this.#path
+  }
+
+  /**
+   * Locks with fencing tokens in this namespace. They always use the store itself: while a
+   * distributed store is replaced by the memory fallback, lock calls fail with
+   * `StoreUnavailableError` instead of granting locks no other replica can see.
+   */
+  get locks(): Locks {
+    this.#locks ??= new Locks({
+      store: () => this.#coordinationStore(),
+      codec: this.#core.codec,
+      keyOf: (key) => systemKey(this.#prefix, 'l', key, this.#core.limits.maxKeyBytes),
+      maxTtlMs: this.#core.limits.maxTtlMs,
+    })
+    return this.#locks
+  }
+
+  /** The store for coordination: the primary store, never a memory fallback. */
+  #coordinationStore(): Store {
+    const core = this.#open()
+    const fallback = core.fallback
+    if (fallback === undefined) return core.store
+    if (fallback.inFallback) {
+      throw new StoreUnavailableError(
+        `the ${fallback.primary.name} store is unreachable and coordination never falls back to memory; retry when health() is ok`,
+      )
+    }
+    return fallback.primary
   }
 
   /** The store under this cache. */

@@ -11,3 +11,5 @@ export {
   type TestApi,
 } from './store-contract.js'
 export { ManualClock } from '../core/clock.js'
+export { runLockContract } from './lock-contract.js'
+export type { LockContractOptions, LockContractSetup } from './lock-contract.js'
