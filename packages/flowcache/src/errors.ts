@@ -87,6 +87,11 @@ export class LockTimeoutError extends FlowcacheError {
   static override readonly code = 'E_LOCK_TIMEOUT'
 }
 
+/** An action needed leadership this replica does not hold (or no longer holds). */
+export class NotLeaderError extends FlowcacheError {
+  static override readonly code = 'E_NOT_LEADER'
+}
+
 /** Every error class by its code, for callers that map codes (HTTP statuses, script errors). */
 export const errors = {
   E_FLOWCACHE: FlowcacheError,
@@ -101,6 +106,7 @@ export const errors = {
   E_NOT_A_NUMBER: NotANumberError,
   E_LOCK_LOST: LockLostError,
   E_LOCK_TIMEOUT: LockTimeoutError,
+  E_NOT_LEADER: NotLeaderError,
 } as const
 
 /** Union of every stable error code. */

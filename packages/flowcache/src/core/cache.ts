@@ -29,6 +29,7 @@ import { StatsRecorder, type CacheStats } from './stats.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
 import { L1Tier, type L1Options } from '../tiers/l1.js'
 import { Locks } from '../coord/locks.js'
+import { Election, type LeaderOptions } from '../coord/leader.js'
 import {
   ClosedError,
   FlowcacheError,
@@ -134,6 +135,8 @@ interface Core {
   readonly store: Store
   readonly fallback: FallbackStore | undefined
   readonly l1: L1Tier | undefined
+  readonly logger: Logger
+  readonly elections: Set<Election>
   readonly codec: Codec
   readonly limits: Readonly<Limits>
   readonly stats: StatsRecorder
@@ -198,9 +201,32 @@ export class Cache {
     return this.#locks
   }
 
+  /**
+   * Joins the leader election `name` in this namespace and campaigns until `stop()` (or until the
+   * cache is closed). Exactly one replica is leader at a time; a leader that cannot renew its
+   * lease steps down at its local deadline, even when the store is unreachable.
+   */
+  leader(name: string, options: LeaderOptions = {}): Election {
+    const core = this.#open()
+    const election = new Election(
+      {
+        store: () => this.#coordinationStore(),
+        codec: core.codec,
+        keyOf: (key) => systemKey(this.#prefix, 'e', key, core.limits.maxKeyBytes),
+        logger: core.logger,
+        maxTtlMs: core.limits.maxTtlMs,
+      },
+      name,
+      options,
+    )
+    core.elections.add(election)
+    return election
+  }
+
   /** The store for coordination: the primary store, never a memory fallback. */
   #coordinationStore(): Store {
-    const core = this.#open()
+    // No closed check here: close() stops elections, which hand their lease back on the way out.
+    const core = this.#core
     const fallback = core.fallback
     if (fallback === undefined) return core.store
     if (fallback.inFallback) {
@@ -691,10 +717,12 @@ export class Cache {
     const core = this.#core
     if (core.closing !== undefined) return core.closing
     core.closed = true
+    const elections = [...core.elections]
+    core.elections.clear()
     const l1 = core.l1
-    core.closing = (l1 === undefined ? Promise.resolve() : l1.close()).then(() =>
-      core.store.close(),
-    )
+    core.closing = Promise.all(elections.map((election) => election.stop()))
+      .then(() => l1?.close())
+      .then(() => core.store.close())
     return core.closing
   }
 
@@ -819,6 +847,8 @@ export function createCache(options: CacheOptions = {}): Cache {
     store,
     fallback,
     l1,
+    logger,
+    elections: new Set(),
     codec,
     limits,
     stats: new StatsRecorder(),
