@@ -11,13 +11,25 @@
  * scenario, BENCH_SLICE_MS [150] length of one slice, BENCH_WARMUP_MS [300] warm-up per cache
  * and scenario. BENCH_RAW=<file> also writes every slice's rate there, as JSON.
  */
-import { execFileSync, spawn } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
-import os from 'node:os'
+import { spawn } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Bench } from 'tinybench'
 import { createCache, memoryStore, type ValueIsolation } from '../packages/flowcache/src/index.js'
+import {
+  ChildWorker,
+  formatOps,
+  interleave,
+  machineLine,
+  median,
+  packageVersion as installedVersion,
+  positiveEnv,
+  ratio,
+  revision as revisionOf,
+  timeSlice,
+  topMean as topMeanOf,
+  warmUp,
+} from './harness.js'
 
 // ---- parameters ---------------------------------------------------------------------------------
 
@@ -43,15 +55,6 @@ const SLICE_MS = positiveEnv('BENCH_SLICE_MS', 150)
 const WARMUP_MS = positiveEnv('BENCH_WARMUP_MS', 300)
 /** Throughput reported per cell: the mean of this many fastest slices. */
 const TOP = 3
-
-function positiveEnv(name: string, fallback: number): number {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return fallback
-  const value = Number(raw)
-  if (!Number.isFinite(value) || value <= 0)
-    throw new Error(`${name} must be a positive number; got ${raw}`)
-  return value
-}
 
 /** The small object value every scenario stores. */
 function makeValue(i: number): { id: number; name: string; tags: string[] } {
@@ -263,24 +266,13 @@ async function prepare(subject: SubjectId, scenario: ScenarioId): Promise<Prepar
     }
   }
 
-  const warmup = new Bench({
-    warmupTime: WARMUP_MS,
-    warmupIterations: 20,
-    throws: true,
-  })
-  warmup.add('warmup', task)
-  await warmup.warmup()
+  await warmUp(task, WARMUP_MS)
   return { cache, task, counts }
 }
 
 /** Times one slice of the prepared scenario with tinybench; operations per second. */
-async function slice(prepared: Prepared): Promise<number> {
-  const bench = new Bench({ time: SLICE_MS, iterations: 1, throws: true })
-  bench.add('slice', prepared.task)
-  await bench.run()
-  const result = bench.tasks[0]?.result
-  if (result === undefined) throw new Error('tinybench produced no result')
-  return result.hz * BATCH
+function slice(prepared: Prepared): Promise<number> {
+  return timeSlice(prepared.task, SLICE_MS, BATCH)
 }
 
 /** Worker side of the throughput protocol: prepare, slice (many times), finish; then exit. */
@@ -323,46 +315,13 @@ type WorkerReply =
   | { type: 'finished'; hits: number; misses: number }
 
 /** Parent side: a throughput worker process and a way to ask it one thing at a time. */
-class ThroughputWorker {
-  readonly #child
-  readonly #waiting: Array<(reply: WorkerReply) => void> = []
-  readonly #failed: Promise<never>
-
+class ThroughputWorker extends ChildWorker<WorkerRequest, WorkerReply> {
   constructor(readonly subject: SubjectId) {
-    this.#child = spawn(
-      process.execPath,
-      [...process.execArgv, SELF, '--worker', 'throughput', subject],
-      {
-        cwd: BENCH_DIR,
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      },
-    )
-    this.#child.on('message', (reply: WorkerReply) => this.#waiting.shift()?.(reply))
-    this.#failed = new Promise((_, reject) => {
-      this.#child.on('exit', (code) => {
-        if (code !== 0)
-          reject(new Error(`throughput worker ${subject} exited with ${String(code)}`))
-      })
-    })
-    this.#failed.catch(() => undefined)
-  }
-
-  /** Waits for the next reply (the first one says the worker has started). */
-  next(): Promise<WorkerReply> {
-    return Promise.race([
-      new Promise<WorkerReply>((resolve) => this.#waiting.push(resolve)),
-      this.#failed,
-    ])
-  }
-
-  ask(request: WorkerRequest): Promise<WorkerReply> {
-    const reply = this.next()
-    this.#child.send(request)
-    return reply
+    super(SELF, ['throughput', subject], BENCH_DIR, `throughput worker ${subject}`)
   }
 
   exit(): void {
-    this.#child.send({ type: 'exit' } satisfies WorkerRequest)
+    this.tell({ type: 'exit' })
   }
 }
 
@@ -504,16 +463,7 @@ async function runStampede(id: StampederId): Promise<StampedeResult> {
 
 // ---- orchestration ------------------------------------------------------------------------------
 
-function topMean(values: number[]): number {
-  const top = [...values].sort((a, b) => b - a).slice(0, TOP)
-  return top.reduce((sum, value) => sum + value, 0) / top.length
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
+const topMean = (values: number[]): number => topMeanOf(values, TOP)
 
 const SELF = fileURLToPath(import.meta.url)
 const BENCH_DIR = path.dirname(SELF)
@@ -543,51 +493,8 @@ function worker<T>(args: string[]): Promise<T> {
   })
 }
 
-function packageVersion(name: string): string {
-  for (const dir of [
-    path.join(BENCH_DIR, 'node_modules'),
-    path.join(BENCH_DIR, '..', 'node_modules'),
-  ]) {
-    try {
-      return (
-        JSON.parse(readFileSync(path.join(dir, name, 'package.json'), 'utf8')) as {
-          version: string
-        }
-      ).version
-    } catch {
-      // try the next location
-    }
-  }
-  return 'unknown'
-}
-
-/** The commit measured, and whether the library's sources differ from it. */
-function revision(): string {
-  try {
-    const git = (...args: string[]): string =>
-      execFileSync('git', args, {
-        cwd: BENCH_DIR,
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-      }).trim()
-    const head = git('rev-parse', '--short', 'HEAD')
-    const dirty = git('status', '--porcelain', '--', '../packages/flowcache/src') !== ''
-    return `flowcache ${head}${dirty ? ' + uncommitted changes' : ''}`
-  } catch {
-    return 'flowcache (no git revision)'
-  }
-}
-
-function formatOps(ops: number): string {
-  if (ops >= 1e6) return `${(ops / 1e6).toFixed(2)} M/s`
-  if (ops >= 1e3) return `${(ops / 1e3).toFixed(0)} k/s`
-  return `${ops.toFixed(0)}/s`
-}
-
-function ratio(value: number, base: number): string {
-  const r = value / base
-  return `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}×`
-}
+const packageVersion = (name: string): string => installedVersion(BENCH_DIR, name)
+const revision = (): string => revisionOf(BENCH_DIR)
 
 const THROUGHPUT_SUBJECTS: SubjectId[] = [
   'flowcache',
@@ -608,7 +515,6 @@ const STAMPEDE_ORDER: StampederId[] = ['flowcache', 'bento', 'lru-fetch', 'singl
 
 async function main(): Promise<void> {
   const started = performance.now()
-  const cpus = os.cpus()
   const log = (line: string): void => void process.stderr.write(line + '\n')
 
   // Throughput: one process per cache, all alive at once. For each scenario, every process
@@ -621,15 +527,12 @@ async function main(): Promise<void> {
   const rates = new Map<string, number[]>()
   for (const scenario of Object.keys(SCENARIOS) as ScenarioId[]) {
     for (const w of workers) await w.ask({ type: 'prepare', scenario })
-    for (let round = 0; round < SLICES; round++) {
-      for (let i = 0; i < workers.length; i++) {
-        const w = workers[(i + round) % workers.length]!
-        const reply = await w.ask({ type: 'slice' })
-        if (reply.type !== 'slice') throw new Error(`unexpected reply ${reply.type}`)
-        const cell = `${w.subject}/${scenario}`
-        rates.set(cell, [...(rates.get(cell) ?? []), reply.opsPerSec])
-      }
-    }
+    await interleave(workers, SLICES, async (w) => {
+      const reply = await w.ask({ type: 'slice' })
+      if (reply.type !== 'slice') throw new Error(`unexpected reply ${reply.type}`)
+      const cell = `${w.subject}/${scenario}`
+      rates.set(cell, [...(rates.get(cell) ?? []), reply.opsPerSec])
+    })
     for (const w of workers) {
       const reply = await w.ask({ type: 'finish' })
       if (reply.type !== 'finished') throw new Error(`unexpected reply ${reply.type}`)
@@ -673,10 +576,7 @@ async function main(): Promise<void> {
   const lines: string[] = []
   lines.push('## flowcache memory store benchmark')
   lines.push('')
-  lines.push(
-    `Node ${process.version} · ${cpus[0]?.model.trim() ?? 'unknown CPU'} · ${cpus.length} logical CPUs · ` +
-      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB · ${os.platform()} ${os.release()} · ${new Date().toISOString()}`,
-  )
+  lines.push(machineLine())
   lines.push(
     `${revision()} · lru-cache ${packageVersion('lru-cache')} · bentocache ${packageVersion('bentocache')} · tinybench ${packageVersion('tinybench')} · ` +
       `mean of the ${TOP} fastest of ${SLICES} interleaved ${SLICE_MS} ms slices per cell (after ${WARMUP_MS} ms warm-up), ${BATCH} awaited ops per tinybench iteration`,

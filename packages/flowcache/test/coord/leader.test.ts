@@ -43,10 +43,7 @@ const sqlitePath = join(dir, 'leader.db')
 const backends: Backend[] = [
   {
     name: 'memory',
-    make: (() => {
-      const shared = memoryStore({ maxEntries: 50 })
-      return () => shared
-    })(),
+    make: () => memoryStore({ maxEntries: 50 }),
     shared: true,
   },
   { name: 'sqlite', make: () => sqliteStore({ path: sqlitePath, maxEntries: 50 }), shared: false },
