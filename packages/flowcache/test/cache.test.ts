@@ -453,6 +453,38 @@ describe('namespace quotas and eviction', () => {
     expect(await cache.get('k0')).toBe(0)
   })
 
+  it('a full store never evicts the entry it was just given', async () => {
+    const { cache } = setup({ maxEntries: 3 })
+    for (const key of ['a', 'b', 'c']) await cache.set(key, key)
+    for (const key of ['a', 'b', 'c']) await cache.get(key)
+    await cache.set('d', 'd')
+    expect(await cache.get('d')).toBe('d')
+    expect((await cache.keys()).length).toBe(3)
+  })
+
+  it('rewriting one key with a TTL keeps the deadline heap bounded without a sweep', async () => {
+    const { cache, store } = setup()
+    const before = process.memoryUsage().heapUsed
+    for (let i = 0; i < 200_000; i++) await cache.set('hot', i, '1h')
+    expect(store.stats().entries).toBe(1)
+    // 200k stale deadline items would be several MB; the heap is rebuilt as it grows.
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(32 * 1024 * 1024)
+  })
+
+  it('setMany writes nothing when one item does not fit its namespace quota', async () => {
+    const { cache } = setup()
+    const ns = cache.namespace('q', { maxBytes: 1000 })
+    await ns.set('keep', 1)
+    await expect(
+      ns.setMany([
+        { key: 'keep', value: 2 },
+        { key: 'big', value: 'x'.repeat(5000) },
+      ]),
+    ).rejects.toBeInstanceOf(ValueTooLargeError)
+    expect(await ns.get('keep')).toBe(1)
+    expect(await ns.has('big')).toBe(false)
+  })
+
   it('quotas need a store that supports them', () => {
     const store = memoryStore()
     const withoutQuotas: Store = Object.assign(Object.create(store) as Store, {
@@ -497,6 +529,25 @@ describe('getOrSet', () => {
     expect(results.every((r) => r.status === 'rejected')).toBe(true)
     expect(await cache.has('k')).toBe(false)
     expect(await cache.getOrSet('k', () => 'recovered')).toBe('recovered')
+  })
+
+  it('a factory that throws at once does not leave a failed flight behind', async () => {
+    const { cache } = setup()
+    await expect(
+      cache.getOrSet('k', () => {
+        throw new Error('boom')
+      }),
+    ).rejects.toThrow('boom')
+    expect(await cache.getOrSet('k', () => 'fresh')).toBe('fresh')
+  })
+
+  it('a value found on the second look does not leave a settled flight behind', async () => {
+    const { cache } = setup()
+    const racing = cache.getOrSet('k', () => 'from-factory')
+    await cache.set('k', 'concurrent')
+    expect(await racing).toBe('concurrent')
+    await cache.delete('k')
+    expect(await cache.getOrSet('k', () => 'fresh')).toBe('fresh')
   })
 
   it('returns a cached value without calling the factory', async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { createCache } from '../src/core/cache.js'
 import { silentLogger } from '../src/core/logger.js'
+import { StoreUnavailableError } from '../src/errors.js'
 import { MemoryStore } from '../src/stores/memory/index.js'
 import type {
   Invalidation,
@@ -147,6 +148,45 @@ describe('L1 tier', () => {
     expect(await cache.get('k')).toBe(1)
     await new Promise((resolve) => setTimeout(resolve, 60))
     expect(await cache.get('k')).toBe(2)
+  })
+
+  it('a value too big for L1 is served from the store, not refused', async () => {
+    const remote = new SharedRemote(new Hub())
+    const cache = createCache({ store: remote, l1: { maxBytes: 100 }, logger: silentLogger })
+    await cache.ready()
+    const big = 'x'.repeat(300)
+    expect(await cache.set('big', big)).toBe(true)
+    expect(await cache.get('big')).toBe(big)
+    expect(await cache.getMany(['big'])).toEqual([big])
+  })
+
+  it('values served by the memory fallback never reach L1, and L1 is empty after the switch back', async () => {
+    class FlakyRemote extends SharedRemote {
+      reachable = false
+      async connect(): Promise<void> {
+        if (!this.reachable) throw new StoreUnavailableError('connect ECONNREFUSED (test)')
+      }
+    }
+    const remote = new FlakyRemote(new Hub())
+    await remote.set('fc.k/x', new TextEncoder().encode('"primary"'))
+    const cache = createCache({
+      store: remote,
+      l1: {},
+      logger: silentLogger,
+      fallbackRetry: { baseMs: 10, maxMs: 20 },
+    })
+    await cache.ready()
+    expect(cache.health().status).toBe('degraded')
+    await cache.set('x', 'written-in-fallback')
+    expect(await cache.get('x')).toBe('written-in-fallback')
+    remote.reachable = true
+    const deadline = Date.now() + 5000
+    while (cache.health().status !== 'ok' && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10))
+    expect(cache.health().status).toBe('ok')
+    expect(await cache.get('x')).toBe('primary')
+    expect(await cache.get('x')).toBe('primary')
+    await cache.close()
   })
 
   it('needs a store with a bus', () => {

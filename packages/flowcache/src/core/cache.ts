@@ -281,6 +281,23 @@ export class Cache {
     return value
   }
 
+  /**
+   * Runs a write and then drops the L1 copies of what it touched, here and on the other
+   * replicas: also when the write failed, since a write that timed out may still be applied.
+   */
+  async #mutate<R>(
+    change: { keys?: string[]; prefixes?: string[] },
+    operation: string,
+    run: () => Promise<R>,
+  ): Promise<R> {
+    if (this.#core.l1 === undefined) return this.#call(operation, run)
+    try {
+      return await this.#call(operation, run)
+    } finally {
+      await this.#changed(change)
+    }
+  }
+
   /** After a write to the store: drop L1 copies here and on the other replicas. */
   async #changed(change: { keys?: string[]; prefixes?: string[] }): Promise<void> {
     await this.#core.l1?.invalidate(change)
@@ -304,7 +321,13 @@ export class Cache {
       const bytes = this.#encode(key, value)
       const l1 = core.l1
       const before = l1?.epoch
-      await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }), false)
+      try {
+        await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }), false)
+      } catch (error) {
+        // The write may still be applied (a timeout): no replica may keep the old value.
+        if (l1 !== undefined) await this.#changed({ keys: [storeKey] })
+        throw error
+      }
       if (l1 !== undefined) {
         // Another replica's invalidation during our write may mean its value overtook ours in
         // the store: then keeping ours in L1 would serve a value the store no longer holds.
@@ -324,9 +347,10 @@ export class Cache {
     const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const bytes = this.#encode(key, value)
-    const revision = await this.#call('add', () => core.store.create(storeKey, bytes, { ttlMs }))
+    const revision = await this.#mutate({ keys: [storeKey] }, 'add', () =>
+      core.store.create(storeKey, bytes, { ttlMs }),
+    )
     if (revision === undefined) return false
-    await this.#changed({ keys: [storeKey] })
     core.stats.sets++
     return true
   }
@@ -335,10 +359,11 @@ export class Cache {
   async delete(key: string): Promise<boolean> {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
-    const deleted = await this.#call('delete', () => core.store.delete(storeKey))
+    // Invalidates even when nothing was deleted here: a replica may still hold an expired copy.
+    const deleted = await this.#mutate({ keys: [storeKey] }, 'delete', () =>
+      core.store.delete(storeKey),
+    )
     if (deleted) core.stats.deletes++
-    // Invalidate even when nothing was deleted here: a replica may still hold an expired copy.
-    await this.#changed({ keys: [storeKey] })
     return deleted
   }
 
@@ -377,11 +402,14 @@ export class Cache {
     let result: number
     if (store.increment !== undefined) {
       const increment = store.increment.bind(store)
-      result = await this.#call('increment', () => increment(storeKey, by, core.codec, { ttlMs }))
+      result = await this.#mutate({ keys: [storeKey] }, 'increment', () =>
+        increment(storeKey, by, core.codec, { ttlMs }),
+      )
     } else {
-      result = await this.#incrementByCas(key, storeKey, by, ttlMs)
+      result = await this.#mutate({ keys: [storeKey] }, 'increment', () =>
+        this.#incrementByCas(key, storeKey, by, ttlMs),
+      )
     }
-    await this.#changed({ keys: [storeKey] })
     core.stats.sets++
     return result
   }
@@ -470,8 +498,9 @@ export class Cache {
       value: this.#encode(item.key, item.value),
       ttlMs: this.#ttlOf(item.ttl),
     }))
-    await this.#call('setMany', () => core.store.setMany(prepared))
-    await this.#changed({ keys: prepared.map((item) => item.key) })
+    await this.#mutate({ keys: prepared.map((item) => item.key) }, 'setMany', () =>
+      core.store.setMany(prepared),
+    )
     core.stats.sets += items.length
     return true
   }
@@ -481,8 +510,9 @@ export class Cache {
     const core = this.#open()
     checkBatch(keys.length, core.limits, 'deleteMany')
     const storeKeys = keys.map((key) => this.#storeKeyOf(key))
-    const deleted = await this.#call('deleteMany', () => core.store.deleteMany(storeKeys))
-    await this.#changed({ keys: storeKeys })
+    const deleted = await this.#mutate({ keys: storeKeys }, 'deleteMany', () =>
+      core.store.deleteMany(storeKeys),
+    )
     core.stats.deletes += deleted
     return deleted
   }
@@ -524,8 +554,9 @@ export class Cache {
    */
   async clear(): Promise<number> {
     const core = this.#open()
-    const deleted = await this.#call('clear', () => core.store.clear(this.#prefix))
-    await this.#changed({ prefixes: [this.#prefix] })
+    const deleted = await this.#mutate({ prefixes: [this.#prefix] }, 'clear', () =>
+      core.store.clear(this.#prefix),
+    )
     core.stats.deletes += deleted
     return deleted
   }
@@ -577,11 +608,10 @@ export class Cache {
     const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const bytes = this.#encode(key, value)
-    const written = await this.#call('compareAndSet', () =>
+    const written = await this.#mutate({ keys: [storeKey] }, 'compareAndSet', () =>
       core.store.compareAndSet(storeKey, bytes, revision, { ttlMs }),
     )
     if (written === undefined) return false
-    await this.#changed({ keys: [storeKey] })
     core.stats.sets++
     return written
   }
@@ -610,7 +640,9 @@ export class Cache {
     if (cached !== undefined) return cached
     let flight = core.inflight.get(storeKey) as Promise<T> | undefined
     if (flight === undefined) {
-      flight = this.#load(key, storeKey, factory, ttl)
+      // Started on a later tick, so the flight is registered before it can settle (a factory
+      // that throws at once must not leave a settled flight behind for every later call).
+      flight = Promise.resolve().then(() => this.#load(key, storeKey, factory, ttl))
       core.inflight.set(storeKey, flight)
     }
     return flight
@@ -816,11 +848,15 @@ export function createCache(options: CacheOptions = {}): Cache {
       `must be 'memory' or 'fail'; got ${String(fallbackMode)}`,
     )
   }
+  // Values served by the memory fallback must never reach the L1 tier, and L1 starts empty when
+  // the cache switches back to the store.
+  let l1: L1Tier | undefined
   const fallback =
     given.capabilities.distributed && given.connect !== undefined
       ? new FallbackStore(given, {
           mode: fallbackMode,
           logger,
+          onChange: (state) => l1?.setSuspended(state === 'fallback'),
           reconnectBaseMs: positiveMs(options.fallbackRetry?.baseMs, 'fallbackRetry.baseMs', 250),
           reconnectMaxMs: positiveMs(options.fallbackRetry?.maxMs, 'fallbackRetry.maxMs', 5000),
           clock,
@@ -841,8 +877,9 @@ export function createCache(options: CacheOptions = {}): Cache {
     options.defaultTtl === undefined
       ? undefined
       : checkTtl(options.defaultTtl, limits, 'defaultTtl')
-  const l1 =
+  l1 =
     options.l1 === undefined ? undefined : new L1Tier(given, codec, clock, logger, root, options.l1)
+  if (l1 !== undefined && fallback?.inFallback === true) l1.setSuspended(true)
   const core: Core = {
     store,
     fallback,

@@ -73,7 +73,9 @@ export class L1Tier {
   readonly #bus: InvalidationBus
   readonly #logger: Logger
   readonly #maxTtlMs: number
+  readonly #maxBytes: number
   #live = false
+  #suspended = false
   #closed = false
   #epoch = 0
   #hits = 0
@@ -107,9 +109,10 @@ export class L1Tier {
       )
     }
     this.#maxTtlMs = parseDuration(options.maxTtl ?? '1m', 'l1.maxTtl')
+    this.#maxBytes = options.maxBytes ?? 16 * 1024 * 1024
     this.#memory = new MemoryStore({
       maxEntries: options.maxEntries ?? 10_000,
-      maxBytes: options.maxBytes ?? 16 * 1024 * 1024,
+      maxBytes: this.#maxBytes,
       values: options.values ?? 'frozen',
       codec,
       clock,
@@ -169,7 +172,7 @@ export class L1Tier {
 
   /** The value held in L1, or `undefined`. */
   read(storeKey: string): unknown {
-    if (!this.#live) return undefined
+    if (!this.#live || this.#suspended) return undefined
     const value = this.#local.read(storeKey)
     if (value !== undefined) this.#hits++
     return value
@@ -191,10 +194,24 @@ export class L1Tier {
     expiresInMs: number | null,
     epoch: number,
   ): void {
-    if (!this.#live || epoch !== this.#epoch) return
+    if (!this.#live || this.#suspended || epoch !== this.#epoch) return
     const ttlMs = expiresInMs === null ? this.#maxTtlMs : Math.min(expiresInMs, this.#maxTtlMs)
     if (ttlMs <= 0) return
+    // A value too big for L1 is simply not kept there; the store still has it.
+    if (sizeBytes + storeKey.length > this.#maxBytes) {
+      void this.#memory.delete(storeKey)
+      return
+    }
     this.#local.write(storeKey, value, sizeBytes, ttlMs)
+  }
+
+  /**
+   * Stops using L1 (while the cache serves from its memory fallback, whose values must never
+   * reach L1) or starts again, emptied (when the cache has switched back to the store).
+   */
+  setSuspended(suspended: boolean): void {
+    this.#suspended = suspended
+    this.#drop()
   }
 
   /**

@@ -94,6 +94,12 @@ const DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 /** Expired entries removed per background sweep at most, so one sweep never blocks for long. */
 const SWEEP_BUDGET = 20_000
 
+function checkTtlMs(ttlMs: number | undefined): void {
+  if (ttlMs !== undefined && !(ttlMs > 0 && Number.isFinite(ttlMs))) {
+    throw InvalidArgumentError.format('ttlMs', `must be a positive number; got ${String(ttlMs)}`)
+  }
+}
+
 /** The in-process store. Create it with {@link memoryStore}. */
 export class MemoryStore implements Store {
   readonly name = 'memory'
@@ -193,6 +199,14 @@ export class MemoryStore implements Store {
 
   async setMany(items: readonly StoreWriteItem[]): Promise<Revision[]> {
     this.#checkOpen()
+    // All or nothing: every item is checked before the first one is written.
+    for (const item of items) {
+      checkTtlMs(item.ttlMs)
+      if (isUserKey(item.key)) {
+        const quotas = this.#quotas.size > 0 ? this.#quotasOf(item.key) : null
+        this.#checkFits(item.key, item.value.byteLength + item.key.length, quotas)
+      }
+    }
     return items.map((item) => this.#writeBytes(item.key, item.value, item.ttlMs))
   }
 
@@ -428,9 +442,7 @@ export class MemoryStore implements Store {
     ttlMs: number | undefined,
     flags: number,
   ): Revision {
-    if (ttlMs !== undefined && !(ttlMs > 0 && Number.isFinite(ttlMs))) {
-      throw InvalidArgumentError.format('ttlMs', `must be a positive number; got ${String(ttlMs)}`)
-    }
+    checkTtlMs(ttlMs)
     const user = isUserKey(key)
     const map = user ? this.#user : this.#system
     const quotas = user && this.#quotas.size > 0 ? this.#quotasOf(key) : null
@@ -461,7 +473,7 @@ export class MemoryStore implements Store {
         }
         for (const quota of previous.quotas) this.#enforceQuota(quota)
       }
-      this.#enforceStoreLimits()
+      this.#enforceStoreLimits(key)
       return String(revision)
     }
     const entry = new Entry(value, size, expiresAt, revision, flags, quotas)
@@ -479,18 +491,19 @@ export class MemoryStore implements Store {
       }
       for (const quota of quotas) this.#enforceQuota(quota)
     }
-    this.#enforceStoreLimits()
+    this.#enforceStoreLimits(key)
     return String(revision)
   }
 
-  #enforceStoreLimits(): void {
+  /** Evicts until the store is within its limits; never the entry `written` was just given. */
+  #enforceStoreLimits(written: string): void {
     while (this.#user.size > this.#maxEntries || this.#userBytes > this.#maxBytes) {
-      if (!this.#evictByClock()) break
+      if (!this.#evictByClock(written)) break
     }
   }
 
   /** Evicts the first entry at or after the hand that was not used since the hand last passed. */
-  #evictByClock(): boolean {
+  #evictByClock(spare: string): boolean {
     const user = this.#user
     // Each marked entry is moved once, so two passes over the map always find a victim.
     for (let steps = 0; steps <= 2 * user.size + 1; steps++) {
@@ -501,7 +514,7 @@ export class MemoryStore implements Store {
         continue
       }
       const [key, entry] = next.value
-      if (entry.flags & REFERENCED) {
+      if (entry.flags & REFERENCED || key === spare) {
         entry.flags &= ~REFERENCED
         user.delete(key)
         user.set(key, entry)
@@ -524,7 +537,7 @@ export class MemoryStore implements Store {
     for (const quota of quotas) {
       if (size > quota.maxBytes) {
         throw new ValueTooLargeError(
-          `entry needs ${size} bytes but its namespace quota (maxBytes) is ${quota.maxBytes}; raise the quota or store less`,
+          `entry ${key} needs ${size} bytes but its namespace quota (maxBytes) is ${quota.maxBytes}; raise the quota or store less`,
         )
       }
     }
@@ -608,6 +621,8 @@ export class MemoryStore implements Store {
   }
 
   #heapPush(at: number, key: string): void {
+    // Rewrites leave stale items behind; without a running sweep nothing else would drop them.
+    if (this.#heapAt.length > 2 * (this.#user.size + this.#system.size) + 1024) this.#rebuildHeap()
     const times = this.#heapAt
     const keys = this.#heapKey
     let index = times.length
@@ -652,12 +667,15 @@ export class MemoryStore implements Store {
     const keys = this.#heapKey
     this.#heapAt = []
     this.#heapKey = []
+    const kept = new Set<string>()
     for (let i = 0; i < times.length; i++) {
       const key = keys[i] as string
       const entry = (isUserKey(key) ? this.#user : this.#system).get(key)
-      // Keep one heap item per live deadline: the one whose time matches the entry.
-      if (entry !== undefined && entry.expiresAt === times[i])
-        this.#heapPush(times[i] as number, key)
+      // One item per live entry: the one with its deadline (rewrites within one millisecond
+      // leave several with the same time).
+      if (entry === undefined || entry.expiresAt !== times[i] || kept.has(key)) continue
+      kept.add(key)
+      this.#heapPush(times[i] as number, key)
     }
   }
 }
