@@ -28,6 +28,13 @@ export { Election } from './coord/leader.js'
 export type { LeaderOptions, Term } from './coord/leader.js'
 export { Lock, Locks } from './coord/locks.js'
 export type { AcquireOptions } from './coord/locks.js'
+export { MAX_SLIDING_WINDOW, RateLimiter, rateLimitAlgorithms } from './coord/rate-limit.js'
+export type {
+  RateLimitAlgorithm,
+  RateLimitOptions,
+  RateLimitResult,
+  RateLimitStats,
+} from './coord/rate-limit.js'
 export type { L1Options, L1Stats } from './tiers/l1.js'
 export { formatDuration, parseDuration } from './core/duration.js'
 export type { Duration } from './core/duration.js'

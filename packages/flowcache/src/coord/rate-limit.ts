@@ -7,7 +7,9 @@
  * Time is the store's clock (`store.now()`, else `Date.now()`), read once per attempt and never
  * mixed with another clock. Replicas estimate that clock separately (Redis), so a reading below
  * the newest time in the state is raised to it: times in a state never go backwards, and the
- * sliding window holds exactly on the state's own timeline.
+ * sliding window holds exactly on the state's own timeline. In real time it can be off by as
+ * much as the replicas disagree about the store clock (Redis: half the round trip of the
+ * `TIME` sample each replica took).
  *
  * Calls for one key in one process are queued and decided in batches of one read and at most one
  * write: a burst of in-process calls costs one round trip per batch instead of a compare-and-set
@@ -36,10 +38,10 @@ export type RateLimitAlgorithm = (typeof rateLimitAlgorithms)[number]
 
 /**
  * Largest `max` of a sliding window. Its state keeps one timestamp per admitted unit of the
- * trailing window (delta-encoded: about 2 bytes each under bursts, up to 9 when admissions are
- * spread over a long `per`), and every admission rewrites the whole state, so a window of
- * 10 000 costs up to ~90 KB per write. Use `token-bucket` for larger limits: its state is two
- * numbers whatever `max` is.
+ * trailing window, delta-encoded: about 2 bytes each under bursts, about `digits(per / max) + 1`
+ * when admissions are spread evenly. Every admission rewrites the whole state, so a full window
+ * of 10 000 per day costs ~50 KB per write (20 KB if admitted in one burst). Use `token-bucket`
+ * for larger limits: its state is two numbers whatever `max` is.
  */
 export const MAX_SLIDING_WINDOW = 10_000
 
@@ -154,8 +156,8 @@ type StoredState = { a: 'sw'; b: number; d: number[] } | { a: 'tb'; n: number; a
 interface Pending {
   key: string
   config: Config
-  resolve(result: RateLimitResult): void
-  reject(error: unknown): void
+  resolve: (result: RateLimitResult) => void
+  reject: (error: unknown) => void
 }
 
 /** Float slack of the token arithmetic, so 0.9999999 refilled tokens count as 1. */
@@ -254,7 +256,9 @@ function encodeState(state: State): StoredState {
 /** The newest time in a state, which later readings must not go below. */
 function latestTime(state: State | undefined): number {
   if (state === undefined) return -Infinity
-  return state.kind === 'token-bucket' ? state.at : (state.times[state.times.length - 1] ?? -Infinity)
+  return state.kind === 'token-bucket'
+    ? state.at
+    : (state.times[state.times.length - 1] ?? -Infinity)
 }
 
 /** One decision: its answer and, when it consumed, the state to write. */
@@ -277,18 +281,18 @@ function decide(
   const now = Math.max(clockNow, latestTime(state))
   const { max, perMs, cost } = config
   if (config.algorithm === 'token-bucket') {
-    const rate = max / perMs
+    // Ms per token is per / max; multiplying by it keeps whole-token waits exact in floats.
     const tokens =
       state?.kind === 'token-bucket'
-        ? Math.min(max, state.tokens + Math.max(0, now - state.at) * rate)
+        ? Math.min(max, state.tokens + (Math.max(0, now - state.at) * max) / perMs)
         : max
     const allowed = tokens + EPSILON >= cost
     const left = consume && allowed ? Math.max(0, tokens - cost) : tokens
     const result: RateLimitResult = {
       allowed,
       remaining: Math.max(0, Math.floor(left + EPSILON)),
-      retryAfterMs: allowed ? 0 : Math.max(1, Math.ceil((cost - tokens) / rate)),
-      resetAt: now + Math.max(0, Math.ceil((max - left) / rate - EPSILON)),
+      retryAfterMs: allowed ? 0 : Math.max(1, Math.ceil(((cost - tokens) * perMs) / max - EPSILON)),
+      resetAt: now + Math.max(0, Math.ceil(((max - left) * perMs) / max - EPSILON)),
       limit: max,
       checkedAt: now,
     }
@@ -338,7 +342,14 @@ function decide(
 
 /** The store's clock: the one clock every time in a limiter state is measured on. */
 function storeNow(store: Store): number {
-  return store.now?.() ?? Date.now()
+  const now = store.now?.() ?? Date.now()
+  if (!Number.isFinite(now)) {
+    // A decision on a broken clock would admit or deny at random; it is a store fault instead.
+    throw new StoreUnavailableError(
+      `the ${store.name} store's clock returned ${String(now)}, not a time`,
+    )
+  }
+  return now
 }
 
 /**

@@ -29,6 +29,12 @@ import { StatsRecorder, type CacheStats } from './stats.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
 import { L1Tier, type L1Options } from '../tiers/l1.js'
 import { Locks } from '../coord/locks.js'
+import {
+  RateLimiter,
+  type RateLimitOptions,
+  type RateLimitResult,
+  type RateLimitStats,
+} from '../coord/rate-limit.js'
 import { Election, type LeaderOptions } from '../coord/leader.js'
 import {
   ClosedError,
@@ -137,6 +143,7 @@ interface Core {
   readonly l1: L1Tier | undefined
   readonly logger: Logger
   readonly elections: Set<Election>
+  readonly rateLimitCounters: RateLimitStats
   readonly codec: Codec
   readonly limits: Readonly<Limits>
   readonly stats: StatsRecorder
@@ -166,6 +173,7 @@ export class Cache {
   // memory hit, and hot keys repeat. Bounded: emptied when it reaches KEY_MEMO entries.
   readonly #storeKeys = new Map<string, string>()
   #locks: Locks | undefined
+  #rateLimits: RateLimiter | undefined
 
   /** @internal use {@link createCache} */
   constructor(
@@ -221,6 +229,31 @@ export class Cache {
     )
     core.elections.add(election)
     return election
+  }
+
+  /**
+   * Rate limiters of this namespace (`limit`, `status`, `reset`): atomic across replicas through
+   * the store itself, never the memory fallback; each call's `failure` option decides whether a
+   * store fault denies (`'closed'`, the default) or admits (`'open'`).
+   */
+  get rateLimits(): RateLimiter {
+    this.#rateLimits ??= new RateLimiter({
+      store: () => this.#coordinationStore(),
+      codec: this.#core.codec,
+      keyOf: (key) => systemKey(this.#prefix, 'r', key, this.#core.limits.maxKeyBytes),
+      maxTtlMs: this.#core.limits.maxTtlMs,
+      counters: this.#core.rateLimitCounters,
+    })
+    return this.#rateLimits
+  }
+
+  /**
+   * Counts one call against the limit `key` (`{ max, per, algorithm }`) and says whether it is
+   * allowed: `{ allowed, remaining, retryAfterMs, resetAt, limit }`. Shorthand for
+   * `cache.rateLimits.limit(key, options)`.
+   */
+  rateLimit(key: string, options: RateLimitOptions): Promise<RateLimitResult> {
+    return this.rateLimits.limit(key, options)
   }
 
   /** The store for coordination: the primary store, never a memory fallback. */
@@ -717,6 +750,7 @@ export class Cache {
         active: core.fallback?.inFallback ?? false,
         activations: core.fallback?.activations ?? 0,
       },
+      rateLimits: { ...core.rateLimitCounters },
       ...(core.l1 === undefined ? {} : { l1: core.l1.stats() }),
     }
   }
@@ -850,13 +884,13 @@ export function createCache(options: CacheOptions = {}): Cache {
   }
   // Values served by the memory fallback must never reach the L1 tier, and L1 starts empty when
   // the cache switches back to the store.
-  let l1: L1Tier | undefined
+  const tier: { l1?: L1Tier } = {}
   const fallback =
     given.capabilities.distributed && given.connect !== undefined
       ? new FallbackStore(given, {
           mode: fallbackMode,
           logger,
-          onChange: (state) => l1?.setSuspended(state === 'fallback'),
+          onChange: (state) => tier.l1?.setSuspended(state === 'fallback'),
           reconnectBaseMs: positiveMs(options.fallbackRetry?.baseMs, 'fallbackRetry.baseMs', 250),
           reconnectMaxMs: positiveMs(options.fallbackRetry?.maxMs, 'fallbackRetry.maxMs', 5000),
           clock,
@@ -877,8 +911,9 @@ export function createCache(options: CacheOptions = {}): Cache {
     options.defaultTtl === undefined
       ? undefined
       : checkTtl(options.defaultTtl, limits, 'defaultTtl')
-  l1 =
+  const l1 =
     options.l1 === undefined ? undefined : new L1Tier(given, codec, clock, logger, root, options.l1)
+  tier.l1 = l1
   if (l1 !== undefined && fallback?.inFallback === true) l1.setSuspended(true)
   const core: Core = {
     store,
@@ -886,6 +921,7 @@ export function createCache(options: CacheOptions = {}): Cache {
     l1,
     logger,
     elections: new Set(),
+    rateLimitCounters: { allowed: 0, denied: 0, failedOpen: 0, failedClosed: 0, conflicts: 0 },
     codec,
     limits,
     stats: new StatsRecorder(),

@@ -4,6 +4,7 @@
  * twice on every hit would cost more than the hit itself.
  */
 
+import type { RateLimitStats } from '../coord/rate-limit.js'
 import type { L1Stats } from '../tiers/l1.js'
 
 /** Latency of one operation, from sampled calls, in milliseconds. */
@@ -40,6 +41,8 @@ export interface CacheStats {
   latency: Record<string, LatencySummary>
   /** Memory fallback of a distributed store: whether it serves now, and how often it was entered. */
   fallback: { active: boolean; activations: number }
+  /** Rate-limit outcomes of all namespaces: allowed, denied, failed open, failed closed, lost races. */
+  rateLimits: RateLimitStats
   /** The L1 tier's counters, when the cache has one. */
   l1?: L1Stats
 }

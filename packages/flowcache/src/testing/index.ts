@@ -13,3 +13,9 @@ export {
 export { ManualClock } from '../core/clock.js'
 export { runLockContract } from './lock-contract.js'
 export type { LockContractOptions, LockContractSetup } from './lock-contract.js'
+export { runRateLimitContract } from './rate-limit-contract.js'
+export type {
+  RateLimitContractOptions,
+  RateLimitContractRequest,
+  RateLimitContractSetup,
+} from './rate-limit-contract.js'
