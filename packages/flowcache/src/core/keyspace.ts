@@ -132,11 +132,11 @@ export function unescapeKeyPart(escaped: string): string {
   for (let i = 0; i < escaped.length; i++) {
     const ch = escaped.charCodeAt(i)
     if (ch === 61) {
-      const byte = Number.parseInt(escaped.slice(i + 1, i + 3), 16)
-      if (Number.isNaN(byte) || i + 2 >= escaped.length) {
+      const hex = escaped.slice(i + 1, i + 3)
+      if (!/^[0-9A-F]{2}$/.test(hex)) {
         throw InvalidArgumentError.format('store key', `has a broken escape at ${i}: "${escaped}"`)
       }
-      bytes.push(byte)
+      bytes.push(Number.parseInt(hex, 16))
       i += 2
     } else {
       bytes.push(ch)
