@@ -775,6 +775,14 @@ export class RedisStore implements Store {
    */
   async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
     this.#checkOpen()
+    if (this.#client.status === 'ready') {
+      // Connected: the client's own commandTimeout bounds each command, no extra timer needed.
+      try {
+        return await run()
+      } catch (error) {
+        throw this.#translate(operation, error)
+      }
+    }
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
