@@ -13,7 +13,7 @@ import { natsStore } from '../../src/stores/nats/index.js'
 import { redisStore } from '../../src/stores/redis/index.js'
 import { sqliteStore } from '../../src/stores/sqlite/index.js'
 import type { Store } from '../../src/types/store.js'
-import { natsUrl, redisUrl } from '../helpers/services.js'
+import { destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
 
 const LEASE = 600
 const RENEW = 150
@@ -59,14 +59,7 @@ afterEach(async () => {
 })
 afterAll(async () => {
   rmSync(dir, { recursive: true, force: true })
-  const { connect } = await import('@nats-io/transport-node')
-  const { Kvm } = await import('@nats-io/kv')
-  const nc = await connect({ servers: natsUrl() })
-  await new Kvm(nc)
-    .open(bucket)
-    .then((kv) => kv.destroy())
-    .catch(() => undefined)
-  await nc.close()
+  await destroyNatsBucket(bucket)
 })
 
 interface Candidate {

@@ -12,20 +12,13 @@ import { redisStore } from '../../src/stores/redis/index.js'
 import { sqliteStore } from '../../src/stores/sqlite/index.js'
 import { runLockContract } from '../../src/testing/index.js'
 import type { Store } from '../../src/types/store.js'
-import { natsUrl, redisUrl } from '../helpers/services.js'
+import { destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'flowcache-locks-'))
 const bucket = `locks-${randomBytes(4).toString('hex')}`
 afterAll(async () => {
   rmSync(dir, { recursive: true, force: true })
-  const { connect } = await import('@nats-io/transport-node')
-  const { Kvm } = await import('@nats-io/kv')
-  const nc = await connect({ servers: natsUrl() })
-  await new Kvm(nc)
-    .open(bucket)
-    .then((kv) => kv.destroy())
-    .catch(() => undefined)
-  await nc.close()
+  await destroyNatsBucket(bucket)
 })
 
 function setupWith(makeStore: () => Store) {

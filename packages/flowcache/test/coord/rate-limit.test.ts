@@ -27,20 +27,13 @@ import {
 } from '../../src/testing/rate-limit-contract.js'
 import { FallbackStore } from '../../src/tiers/fallback.js'
 import type { Store } from '../../src/types/store.js'
-import { natsUrl, redisUrl } from '../helpers/services.js'
+import { destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'flowcache-rate-limit-'))
 const bucket = `ratelimit-${randomBytes(4).toString('hex')}`
 afterAll(async () => {
   rmSync(dir, { recursive: true, force: true })
-  const { connect } = await import('@nats-io/transport-node')
-  const { Kvm } = await import('@nats-io/kv')
-  const nc = await connect({ servers: natsUrl() })
-  await new Kvm(nc)
-    .open(bucket)
-    .then((kv) => kv.destroy())
-    .catch(() => undefined)
-  await nc.close()
+  await destroyNatsBucket(bucket)
 })
 
 /** The context the cache will give a namespace's limiter, over `store` under `root`. */

@@ -228,3 +228,18 @@ function providedUrl(key: 'redisUrl' | 'natsUrl', envVar: string): string {
   }
   return url
 }
+
+/** Deletes a NATS KV bucket a test file created; a missing bucket is fine. */
+export async function destroyNatsBucket(bucket: string): Promise<void> {
+  const { connect } = await import('@nats-io/transport-node')
+  const { Kvm } = await import('@nats-io/kv')
+  const nc = await connect({ servers: natsUrl() })
+  try {
+    await new Kvm(nc)
+      .open(bucket)
+      .then((kv) => kv.destroy())
+      .catch(() => undefined)
+  } finally {
+    await nc.close()
+  }
+}
