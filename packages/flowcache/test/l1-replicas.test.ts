@@ -27,7 +27,6 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
-import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 
 import { rootPrefix, userKey } from '../src/core/keyspace.js'
@@ -40,7 +39,7 @@ import type {
   ReplicaRequest,
 } from './fixtures/l1-replica.js'
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js'
-import { natsUrl, redisUrl } from './helpers/services.js'
+import { deleteRedisKeys, natsUrl, redisUrl } from './helpers/services.js'
 
 const fixture = fileURLToPath(new URL('./fixtures/l1-replica.ts', import.meta.url))
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url))
@@ -191,17 +190,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   // Redis: every key this file wrote starts with `{l1r<run>`; NATS: the bucket is ours alone.
-  const redis = new Redis(redisUrl(), { maxRetriesPerRequest: 1 })
-  try {
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `{${rootOfRun}*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await redis.del(...keys)
-    } while (cursor !== '0')
-  } finally {
-    redis.disconnect()
-  }
+  await deleteRedisKeys(`{${rootOfRun}*`)
   const nc = await natsConnect({ servers: natsUrl() })
   try {
     const jsm = await jetstreamManager(nc)

@@ -23,7 +23,6 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
-import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 
 import { figureLog, processStopped, waitUntil } from '../fixtures/fault-harness.js'
@@ -33,7 +32,7 @@ import type {
   ToChild,
   ToParent,
 } from '../fixtures/lock-worker.js'
-import { destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
+import { deleteRedisKeys, destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/lock-worker.ts', import.meta.url))
 const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url))
@@ -131,17 +130,7 @@ afterEach(async () => {
 afterAll(async () => {
   figures.print()
   // Redis: every key this file wrote starts with `{lf<run>`; NATS: the bucket is ours alone.
-  const redis = new Redis(redisUrl(), { maxRetriesPerRequest: 1 })
-  try {
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `*${rootOfRun}*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await redis.del(...keys)
-    } while (cursor !== '0')
-  } finally {
-    redis.disconnect()
-  }
+  await deleteRedisKeys(`*${rootOfRun}*`)
   await destroyNatsBucket(bucket)
 })
 

@@ -243,3 +243,19 @@ export async function destroyNatsBucket(bucket: string): Promise<void> {
     await nc.close()
   }
 }
+
+/** Deletes the Redis keys matching a SCAN `pattern` that a test file wrote (never FLUSHDB). */
+export async function deleteRedisKeys(pattern: string): Promise<void> {
+  const { Redis } = await import('ioredis')
+  const redis = new Redis(redisUrl(), { maxRetriesPerRequest: 1 })
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await redis.del(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}
