@@ -47,7 +47,13 @@ export interface AcquireOptions {
 /** What a lock entry holds. */
 interface LockValue {
   owner: string
+  /** When the holder acquired the lock (ms since the epoch); extending keeps it. */
   acquiredAt: number
+  /**
+   * The holder's fencing token, as a decimal string. Absent in the value the acquiring `create`
+   * writes (its revision is the token); written by `extend`, whose new revision is not the token.
+   */
+  token?: string
 }
 
 /** Parts of the cache a lock needs; supplied by the cache. */
@@ -97,6 +103,8 @@ export class Lock {
   readonly owner: string
   /** Fencing token: larger than the token of every earlier holder of this lock. */
   readonly token: bigint
+  /** When this lock was acquired, in ms since the epoch. */
+  readonly acquiredAt: number
   readonly #controller = new AbortController()
   readonly #context: LockContext
   readonly #storeKey: string
@@ -114,9 +122,11 @@ export class Lock {
     revision: Revision,
     sentAt: number,
     ttlMs: number,
+    acquiredAt: number,
   ) {
     this.#context = context
     this.key = key
+    this.acquiredAt = acquiredAt
     this.#storeKey = storeKey
     this.owner = owner
     this.#revision = revision
@@ -151,7 +161,8 @@ export class Lock {
     const sentAt = performance.now()
     const value = this.#context.codec.encode({
       owner: this.owner,
-      acquiredAt: Date.now(),
+      acquiredAt: this.acquiredAt,
+      token: this.token.toString(),
     } satisfies LockValue)
     let revision: Revision | undefined
     try {
@@ -248,10 +259,11 @@ export class Locks {
     for (;;) {
       options.signal?.throwIfAborted()
       const sentAt = performance.now()
-      const value = context.codec.encode({ owner, acquiredAt: Date.now() } satisfies LockValue)
+      const acquiredAt = Date.now()
+      const value = context.codec.encode({ owner, acquiredAt } satisfies LockValue)
       const revision = await context.store().create(storeKey, value, { ttlMs })
       if (revision !== undefined)
-        return new Lock(context, key, storeKey, owner, revision, sentAt, ttlMs)
+        return new Lock(context, key, storeKey, owner, revision, sentAt, ttlMs, acquiredAt)
       const left = giveUpAt - performance.now()
       if (left <= 0) return null
       const pause = Math.min(left, retryMs * (0.5 + Math.random()))
@@ -286,7 +298,8 @@ export class Locks {
     const entry = await context.store().get(context.keyOf(key))
     if (entry === undefined) return undefined
     const value = context.codec.decode(entry.value) as LockValue
-    return { owner: value.owner, token: tokenOf(entry.revision), acquiredAt: value.acquiredAt }
+    const token = value.token === undefined ? tokenOf(entry.revision) : BigInt(value.token)
+    return { owner: value.owner, token, acquiredAt: value.acquiredAt }
   }
 
   /**

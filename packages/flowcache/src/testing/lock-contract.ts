@@ -64,6 +64,21 @@ export function runLockContract(api: TestApi, options: LockContractOptions): voi
       await second.release()
     })
 
+    api.it(
+      'holder() reports the fencing token and acquisition time, also after extend',
+      async () => {
+        const { cache } = await setup()
+        const lock = await cache.locks.acquire('job', { ttl: '10s', owner: 'a' })
+        assert.ok(lock !== null)
+        const expected = { owner: 'a', token: lock.token, acquiredAt: lock.acquiredAt }
+        assert.deepEqual(await cache.locks.holder('job'), expected)
+        await lock.extend('20s')
+        await lock.extend('30s')
+        assert.deepEqual(await cache.locks.holder('job'), expected)
+        await lock.release()
+      },
+    )
+
     api.it('of many concurrent acquires exactly one wins', async () => {
       const { cache } = await setup()
       const results = await Promise.all(
