@@ -197,9 +197,12 @@ function kthSmallest(values: number[], k: number): number | undefined {
   return [...values].sort((a, b) => a - b)[k]
 }
 
-/** The smallest of `values`; Infinity when empty. */
-function minimum(values: number[]): number {
-  return values.reduce((low, value) => Math.min(low, value), Infinity)
+/** The smallest and largest of `values` (Infinity and -Infinity when empty). */
+function range(values: number[]): { low: number; high: number } {
+  return values.reduce(
+    ({ low, high }, value) => ({ low: Math.min(low, value), high: Math.max(high, value) }),
+    { low: Infinity, high: -Infinity },
+  )
 }
 
 describe.each(['redis', 'nats', 'sqlite'] as const)(
@@ -406,10 +409,10 @@ describe.each(['redis', 'nats', 'sqlite'] as const)(
         const admittedBy = processes.map(
           (w) => own.filter((c) => c.pid === w.pid && c.allowed === true).length,
         )
-        const decided = own.map((c) => (c.decidedAt ?? NaN) - burst.at)
+        const decided = range(own.map((c) => (c.decidedAt ?? NaN) - burst.at))
         return (
           `${burst.name}: ${perBurst[index]}/${own.length} admitted (${admittedBy.join('+')}), ` +
-          `decided +${minimum(decided).toFixed(0)}..+${(-minimum(decided.map((d) => -d))).toFixed(0)} ms`
+          `decided +${decided.low.toFixed(0)}..+${decided.high.toFixed(0)} ms after its time`
         )
       })
       const latencies = calls.map((c) => c.received - c.sent)
