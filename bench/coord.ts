@@ -69,7 +69,7 @@ const LOCK_TTL_MS = 30_000
 /** Limiter keys the "many keys" rate-limit scenarios cycle through. */
 const RATE_KEYS = 10_000
 /** The one limit of the hot key: far below the rate it is called at, so nearly every call is denied. */
-const HOT_LIMIT = { max: 100, perSeconds: 1 }
+const HOT_LIMIT = { max: 10, perSeconds: 1 }
 /** The limit of each of the many keys: above what a key receives in a run, so calls are admitted. */
 const MANY_LIMIT = { max: 1000, perSeconds: 60 }
 
