@@ -31,6 +31,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Redis as RedisClient } from 'ioredis'
@@ -588,6 +589,7 @@ interface Results {
 
 async function main(): Promise<void> {
   const started = performance.now()
+  const loadAtStart = os.loadavg()[0] ?? 0
   const log = (line: string): void => void process.stderr.write(line + '\n')
   const scenarios = selectedScenarios()
   const needs = (service: 'redis' | 'nats'): boolean =>
@@ -691,7 +693,10 @@ async function main(): Promise<void> {
     writeFileSync(process.env.BENCH_RAW, JSON.stringify(Object.fromEntries(results.rates)))
 
   process.stdout.write(
-    report(scenarios, results, info, (performance.now() - started) / 1000) + '\n',
+    report(scenarios, results, info, {
+      seconds: (performance.now() - started) / 1000,
+      load: [loadAtStart, os.loadavg()[0] ?? 0],
+    }) + '\n',
   )
 }
 
@@ -701,7 +706,7 @@ function report(
   scenarios: ScenarioId[],
   { rates, outcomes }: Results,
   info: { redis: string; nats: string },
-  seconds: number,
+  run: { seconds: number; load: [number, number] },
 ): string {
   const ops = (subject: SubjectId, id: ScenarioId): number | undefined => {
     const runs = rates.get(`${subject}/${id}`)
@@ -740,6 +745,9 @@ function report(
   lines.push('## flowcache coordination benchmark (locks, rate limits)')
   lines.push('')
   lines.push(machineLine())
+  lines.push(
+    `Load average (1 min) at the start and at the end of the run: ${run.load.map((load) => load.toFixed(1)).join(' and ')}, on ${os.cpus().length} logical CPUs`,
+  )
   lines.push(
     `${revision(BENCH_DIR)} · ioredis ${packageVersion(BENCH_DIR, 'ioredis')} · @nats-io/kv ${packageVersion(BENCH_DIR, '@nats-io/kv')} · ` +
       `rate-limiter-flexible ${packageVersion(BENCH_DIR, 'rate-limiter-flexible')} · tinybench ${packageVersion(BENCH_DIR, 'tinybench')}`,
@@ -833,7 +841,7 @@ function report(
   against('memory sliding-window vs RateLimiterMemory', 'fc-mem-sw', 'rlf-mem', rateIds('mem'))
   against('memory token-bucket vs RateLimiterMemory', 'fc-mem-tb', 'rlf-mem', rateIds('mem'))
   lines.push('')
-  lines.push(`Total time ${seconds.toFixed(0)} s.`)
+  lines.push(`Total time ${run.seconds.toFixed(0)} s.`)
   return lines.join('\n')
 }
 
