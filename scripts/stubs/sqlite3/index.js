@@ -1,0 +1,3 @@
+throw new Error(
+  'sqlite3 is replaced by a stand-in in this workspace (see package.json "overrides"); flowcache uses better-sqlite3',
+)
