@@ -62,9 +62,9 @@ function recordSpan(otel: Api, event: OperationEvent): void {
   const attributes: OtelApi.Attributes = {
     'db.system.name': event.store,
     'db.operation.name': event.operation,
-    'flowcache.namespace': event.namespace.join('/'),
     'flowcache.outcome': event.outcome,
   }
+  if (event.namespace.length > 0) attributes['flowcache.namespace'] = event.namespace.join('/')
   if (event.outcome === 'hit' || event.outcome === 'miss') {
     attributes['flowcache.hit'] = event.outcome === 'hit'
   }
