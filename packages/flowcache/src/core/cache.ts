@@ -461,6 +461,7 @@ export class Cache {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
     const local = core.store.local
+    // An in-process store answers without #call, unless someone observes calls.
     if (local !== undefined && !operationChannel.hasSubscribers) return local.has(storeKey)
     return this.#call(
       'has',
