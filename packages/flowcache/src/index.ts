@@ -19,6 +19,18 @@ export type {
   SetOptions,
 } from './core/cache.js'
 export type { CacheStats, LatencySummary } from './core/stats.js'
+export { channels } from './core/diagnostics.js'
+export type {
+  ElectionEvent,
+  EvictionEvent,
+  FallbackEvent,
+  LockEvent,
+  LockOutcome,
+  OperationEvent,
+  OperationOutcome,
+  RateLimitEvent,
+  RateLimitOutcome,
+} from './core/diagnostics.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export type { Clock } from './core/clock.js'
 export { silentLogger, stderrLogger } from './core/logger.js'
@@ -27,7 +39,7 @@ export type { FallbackMode } from './tiers/fallback.js'
 export { Election } from './coord/leader.js'
 export type { LeaderOptions, Term } from './coord/leader.js'
 export { Lock, Locks } from './coord/locks.js'
-export type { AcquireOptions } from './coord/locks.js'
+export type { AcquireOptions, LockStats } from './coord/locks.js'
 export { MAX_SLIDING_WINDOW, RateLimiter, rateLimitAlgorithms } from './coord/rate-limit.js'
 export type {
   RateLimitAlgorithm,

@@ -47,6 +47,14 @@ export interface ElectionContext {
   keyOf(name: string): string
   logger: Logger
   maxTtlMs: number
+  /** Called when this candidate is elected or its term ends (for diagnostics). @default nothing */
+  report?(
+    outcome: 'elected' | 'revoked',
+    name: string,
+    owner: string,
+    token: bigint,
+    reason?: string,
+  ): void
 }
 
 interface LeaseValue {
@@ -215,6 +223,7 @@ export class Election {
       deadline: sentAt + this.#leaseMs - drift(this.#leaseMs),
     }
     this.#armDeadline()
+    this.#context.report?.('elected', this.name, this.owner, this.#term.token)
     const term: Term = { token: this.#term.token, signal: controller.signal }
     try {
       await this.#options.onElected?.(term)
@@ -266,6 +275,7 @@ export class Election {
     this.#term = undefined
     if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer)
     term.controller.abort(new NotLeaderError(`leadership of "${this.name}" ended: ${reason}`))
+    this.#context.report?.('revoked', this.name, this.owner, term.token, reason)
     try {
       this.#options.onRevoked?.(reason)
     } catch (error) {

@@ -22,6 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from '../types/codec.js'
 import type { Revision, Store } from '../types/store.js'
 import { parseDuration, type Duration } from '../core/duration.js'
+import type { LockOutcome } from '../core/diagnostics.js'
 import {
   FlowcacheError,
   InvalidArgumentError,
@@ -56,6 +57,22 @@ interface LockValue {
   token?: string
 }
 
+/** How many lock calls ended each way, over all namespaces of a cache: `cache.stats().locks`. */
+export interface LockStats {
+  /** Locks taken by `acquire` / `withLock`. */
+  acquired: number
+  /** `acquire` calls that found the lock held by another owner (after any `wait`). */
+  contended: number
+  /** Leases renewed by `extend`. */
+  extended: number
+  /** Locks released by their holder. */
+  released: number
+  /** Locks whose lease expired, was taken over or reached its local deadline while held. */
+  lost: number
+  /** Lock calls (acquire, extend, release) whose store call failed. */
+  failed: number
+}
+
 /** Parts of the cache a lock needs; supplied by the cache. */
 export interface LockContext {
   /** The store for coordination: never a memory fallback. Throws when only a fallback is available. */
@@ -65,6 +82,8 @@ export interface LockContext {
   keyOf(key: string): string
   /** Longest TTL accepted. */
   maxTtlMs: number
+  /** Called with every lock outcome (for stats and diagnostics). @default nothing */
+  report?(outcome: LockOutcome, lock: string, owner: string, token?: bigint): void
 }
 
 /** Safety margin taken off the lease for clock drift between this process and the store: 1% + 5 ms. */
@@ -170,6 +189,7 @@ export class Lock {
         .store()
         .compareAndSet(this.#storeKey, value, this.#revision, { ttlMs })
     } catch (error) {
+      this.#context.report?.('failed', this.key, this.owner, this.token)
       // The outcome is unknown; the local deadline still bounds how long the lock is trusted.
       throw error instanceof FlowcacheError
         ? error
@@ -181,6 +201,7 @@ export class Lock {
     this.#revision = revision
     this.#deadline = sentAt + ttlMs - driftMs(ttlMs)
     this.#arm()
+    this.#context.report?.('extended', this.key, this.owner, this.token)
   }
 
   /**
@@ -194,7 +215,15 @@ export class Lock {
     const stillHeld = !this.#controller.signal.aborted
     this.#controller.abort(new LockLostError(`lock "${this.key}" was released`))
     if (!stillHeld) return false
-    return this.#context.store().delete(this.#storeKey, { expected: this.#revision })
+    let released: boolean
+    try {
+      released = await this.#context.store().delete(this.#storeKey, { expected: this.#revision })
+    } catch (error) {
+      this.#context.report?.('failed', this.key, this.owner, this.token)
+      throw error
+    }
+    this.#context.report?.(released ? 'released' : 'lost', this.key, this.owner, this.token)
+    return released
   }
 
   #arm(): void {
@@ -204,6 +233,7 @@ export class Lock {
       this.#controller.abort(
         new LockLostError(`lock "${this.key}" reached its local deadline without being extended`),
       )
+      this.#context.report?.('lost', this.key, this.owner, this.token)
     }, delay)
     this.#timer.unref()
   }
@@ -216,7 +246,10 @@ export class Lock {
   #lost(why: string): LockLostError {
     this.#disarm()
     const error = new LockLostError(`lock "${this.key}" held by "${this.owner}" is lost: ${why}`)
-    if (!this.#controller.signal.aborted) this.#controller.abort(error)
+    if (!this.#controller.signal.aborted) {
+      this.#controller.abort(error)
+      this.#context.report?.('lost', this.key, this.owner, this.token)
+    }
     return error
   }
 }
@@ -261,11 +294,23 @@ export class Locks {
       const sentAt = performance.now()
       const acquiredAt = Date.now()
       const value = context.codec.encode({ owner, acquiredAt } satisfies LockValue)
-      const revision = await context.store().create(storeKey, value, { ttlMs })
-      if (revision !== undefined)
-        return new Lock(context, key, storeKey, owner, revision, sentAt, ttlMs, acquiredAt)
+      let revision: Revision | undefined
+      try {
+        revision = await context.store().create(storeKey, value, { ttlMs })
+      } catch (error) {
+        context.report?.('failed', key, owner)
+        throw error
+      }
+      if (revision !== undefined) {
+        const lock = new Lock(context, key, storeKey, owner, revision, sentAt, ttlMs, acquiredAt)
+        context.report?.('acquired', key, owner, lock.token)
+        return lock
+      }
       const left = giveUpAt - performance.now()
-      if (left <= 0) return null
+      if (left <= 0) {
+        context.report?.('contended', key, owner)
+        return null
+      }
       const pause = Math.min(left, retryMs * (0.5 + Math.random()))
       await sleep(
         pause,
@@ -287,7 +332,9 @@ export class Locks {
     if (entry === undefined) return false
     const value = context.codec.decode(entry.value) as Partial<LockValue> | null
     if (value === null || typeof value !== 'object' || value.owner !== owner) return false
-    return store.delete(storeKey, { expected: entry.revision })
+    const released = await store.delete(storeKey, { expected: entry.revision })
+    if (released) context.report?.('released', key, owner, tokenOf(entry.revision))
+    return released
   }
 
   /** The current holder of `key`, or `undefined` when it is free. */

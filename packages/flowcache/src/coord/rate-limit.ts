@@ -24,6 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Codec } from '../types/codec.js'
 import type { Store, StoreEntry } from '../types/store.js'
 import { parseDuration, type Duration } from '../core/duration.js'
+import type { RateLimitOutcome } from '../core/diagnostics.js'
 import {
   DecodeError,
   FlowcacheError,
@@ -118,6 +119,11 @@ export interface RateLimitContext {
    * the cache's figures. @default counters of this limiter alone
    */
   counters?: RateLimitStats
+  /**
+   * Called with every decision of `limit` and every store fault of `limit` and `status`, as the
+   * counters are (for diagnostics). @default nothing
+   */
+  report?(key: string, outcome: RateLimitOutcome): void
   /** Rounds of read and compare-and-set one batch may lose to other replicas before it counts as a store fault. @default 50 */
   maxAttempts?: number
 }
@@ -513,6 +519,7 @@ export class RateLimiter {
         const result = results[index] as RateLimitResult
         if (result.allowed) this.#counters.allowed++
         else this.#counters.denied++
+        this.#context.report?.(pending.key, result.allowed ? 'allowed' : 'denied')
         pending.resolve(result)
       })
       return
@@ -525,9 +532,11 @@ export class RateLimiter {
     if (fault === undefined) throw error
     if (config.failure === 'closed') {
       this.#counters.failedClosed++
+      this.#context.report?.(key, 'failedClosed')
       throw fault
     }
     this.#counters.failedOpen++
+    this.#context.report?.(key, 'failedOpen')
     const now = Date.now()
     return {
       allowed: true,

@@ -25,10 +25,20 @@ import {
   type LimitsOptions,
 } from './limits.js'
 import { stderrLogger, type Logger } from './logger.js'
+import {
+  electionChannel,
+  fallbackChannel,
+  lockChannel,
+  operationChannel,
+  rateLimitChannel,
+  type OperationEvent,
+  type OperationOutcome,
+} from './diagnostics.js'
+import { enableTracing } from './tracing.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
 import { L1Tier, type L1Options } from '../tiers/l1.js'
-import { Locks } from '../coord/locks.js'
+import { Locks, type LockStats } from '../coord/locks.js'
 import {
   RateLimiter,
   type RateLimitOptions,
@@ -78,6 +88,12 @@ export interface CacheOptions {
   l1?: L1Options
   /** Where flowcache reports state changes (fallback, reconnect). @default one line per event on stderr */
   logger?: Logger
+  /**
+   * OpenTelemetry spans (`flowcache.<operation>`) for every call, when `@opentelemetry/api` is
+   * installed and a tracer provider is registered before the cache is created. `false` turns
+   * them off for this cache. @default true
+   */
+  tracing?: boolean
 }
 
 /** Options of {@link Cache.namespace}. */
@@ -144,6 +160,9 @@ interface Core {
   readonly logger: Logger
   readonly elections: Set<Election>
   readonly rateLimitCounters: RateLimitStats
+  readonly lockCounters: LockStats
+  /** The cache `createCache` returned; diagnostics events name it for every view. */
+  root: Cache | undefined
   readonly codec: Codec
   readonly limits: Readonly<Limits>
   readonly stats: StatsRecorder
@@ -187,6 +206,7 @@ export class Cache {
     this.#userPrefix = `${prefix}k/`
     this.#defaultTtlMs = defaultTtlMs
     this.#path = path
+    core.root ??= this
   }
 
   /** Namespace path of this view (empty for the root cache). */
@@ -205,6 +225,13 @@ export class Cache {
       codec: this.#core.codec,
       keyOf: (key) => systemKey(this.#prefix, 'l', key, this.#core.limits.maxKeyBytes),
       maxTtlMs: this.#core.limits.maxTtlMs,
+      report: (outcome, lock, owner, token) => {
+        this.#core.lockCounters[outcome]++
+        if (!lockChannel.hasSubscribers) return
+        const cache = this.#core.root ?? this
+        const event = { cache, namespace: this.#path, lock, owner, outcome }
+        lockChannel.publish(token === undefined ? event : { ...event, token })
+      },
     })
     return this.#locks
   }
@@ -223,6 +250,16 @@ export class Cache {
         keyOf: (key) => systemKey(this.#prefix, 'e', key, core.limits.maxKeyBytes),
         logger: core.logger,
         maxTtlMs: core.limits.maxTtlMs,
+        report: (outcome, name, owner, token, reason) => {
+          if (!electionChannel.hasSubscribers) return
+          const event = { cache: core.root ?? this, namespace: this.#path, election: name, owner }
+          electionChannel.publish({
+            ...event,
+            outcome,
+            token,
+            ...(reason === undefined ? {} : { reason }),
+          })
+        },
       },
       name,
       options,
@@ -243,6 +280,11 @@ export class Cache {
       keyOf: (key) => systemKey(this.#prefix, 'r', key, this.#core.limits.maxKeyBytes),
       maxTtlMs: this.#core.limits.maxTtlMs,
       counters: this.#core.rateLimitCounters,
+      report: (key, outcome) => {
+        if (!rateLimitChannel.hasSubscribers) return
+        const cache = this.#core.root ?? this
+        rateLimitChannel.publish({ cache, namespace: this.#path, key, outcome })
+      },
     })
     return this.#rateLimits
   }
@@ -281,16 +323,26 @@ export class Cache {
   async get<T>(key: string, defaultValue?: T): Promise<T | undefined> {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
-    const start = core.stats.shouldSample() ? performance.now() : -1
+    const observed = operationChannel.hasSubscribers
+    const sampled = core.stats.shouldSample()
+    const start = sampled || observed ? performance.now() : -1
     let value: unknown
     const local = core.store.local
     if (local !== undefined) {
       value = local.read(storeKey)
     } else {
       value = core.l1?.read(storeKey)
-      if (value === undefined) value = await this.#readThrough(storeKey)
+      if (value === undefined) {
+        try {
+          value = await this.#readThrough(storeKey)
+        } catch (error) {
+          if (observed) this.#report('get', start, 'error', error)
+          throw error
+        }
+      }
     }
-    if (start >= 0) core.stats.recordLatency('get', performance.now() - start)
+    if (sampled) core.stats.recordLatency('get', performance.now() - start)
+    if (observed) this.#report('get', start, value === undefined ? 'miss' : 'hit')
     if (value === undefined) {
       core.stats.misses++
       return defaultValue
@@ -344,7 +396,9 @@ export class Cache {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttlOrOptions)
-    const start = core.stats.shouldSample() ? performance.now() : -1
+    const observed = operationChannel.hasSubscribers
+    const sampled = core.stats.shouldSample()
+    const start = sampled || observed ? performance.now() : -1
     const local = core.store.local
     if (local !== undefined) {
       const size = core.codec.encodedSize(value)
@@ -357,6 +411,7 @@ export class Cache {
       try {
         await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }), false)
       } catch (error) {
+        if (observed) this.#report('set', start, 'error', error)
         // The write may still be applied (a timeout): no replica may keep the old value.
         if (l1 !== undefined) await this.#changed({ keys: [storeKey] })
         throw error
@@ -369,7 +424,8 @@ export class Cache {
         if (!overtaken) l1.fill(storeKey, value, bytes.byteLength, ttlMs ?? null, epoch)
       }
     }
-    if (start >= 0) core.stats.recordLatency('set', performance.now() - start)
+    if (sampled) core.stats.recordLatency('set', performance.now() - start)
+    if (observed) this.#report('set', start, 'ok')
     core.stats.sets++
     return true
   }
@@ -405,9 +461,17 @@ export class Cache {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
     const local = core.store.local
-    if (local !== undefined) return local.has(storeKey)
-    if (core.l1?.read(storeKey) !== undefined) return true
-    return (await this.#call('has', () => core.store.get(storeKey))) !== undefined
+    // An in-process store answers without #call, unless someone observes calls.
+    if (local !== undefined && !operationChannel.hasSubscribers) return local.has(storeKey)
+    return this.#call(
+      'has',
+      async () =>
+        local !== undefined
+          ? local.has(storeKey)
+          : core.l1?.read(storeKey) !== undefined || (await core.store.get(storeKey)) !== undefined,
+      true,
+      found,
+    )
   }
 
   /**
@@ -455,10 +519,13 @@ export class Cache {
   ): Promise<number> {
     const core = this.#core
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-      const entry = await this.#call('increment', () => core.store.get(storeKey))
+      // Timed and reported once, by the #mutate around this loop.
+      const entry = await this.#call('increment', () => core.store.get(storeKey), false)
       if (entry === undefined) {
-        const created = await this.#call('increment', () =>
-          core.store.create(storeKey, this.#encode(key, by), { ttlMs }),
+        const created = await this.#call(
+          'increment',
+          () => core.store.create(storeKey, this.#encode(key, by), { ttlMs }),
+          false,
         )
         if (created !== undefined) return by
         continue
@@ -467,10 +534,13 @@ export class Cache {
       const next = incremented(current, by)
       const remaining = entry.expiresAt === null ? undefined : entry.expiresAt - this.#storeNow()
       if (remaining !== undefined && remaining <= 0) continue
-      const written = await this.#call('increment', () =>
-        core.store.compareAndSet(storeKey, this.#encode(key, next), entry.revision, {
-          ttlMs: remaining,
-        }),
+      const written = await this.#call(
+        'increment',
+        () =>
+          core.store.compareAndSet(storeKey, this.#encode(key, next), entry.revision, {
+            ttlMs: remaining,
+          }),
+        false,
       )
       if (written !== undefined) return next
     }
@@ -484,13 +554,12 @@ export class Cache {
     const core = this.#open()
     checkBatch(keys.length, core.limits, 'getMany')
     const storeKeys = keys.map((key) => this.#storeKeyOf(key))
-    let values: unknown[]
     const local = core.store.local
-    if (local !== undefined) {
-      values = storeKeys.map((storeKey) => local.read(storeKey))
-    } else {
-      values = await this.#readManyThrough(storeKeys)
-    }
+    const values = await this.#call('getMany', async () =>
+      local !== undefined
+        ? storeKeys.map((storeKey) => local.read(storeKey))
+        : this.#readManyThrough(storeKeys),
+    )
     for (const value of values) {
       if (value === undefined) core.stats.misses++
       else core.stats.hits++
@@ -506,7 +575,7 @@ export class Cache {
       l1 === undefined ? storeKeys : storeKeys.filter((_, i) => values[i] === undefined)
     if (missing.length === 0) return values
     const epoch = l1?.epoch ?? 0
-    const entries = await this.#call('getMany', () => core.store.getMany(missing))
+    const entries = await this.#call('getMany', () => core.store.getMany(missing), false)
     const now = l1 === undefined ? 0 : this.#storeNow()
     const fetched = entries.map((entry, i) => {
       if (entry === undefined) return undefined
@@ -598,7 +667,7 @@ export class Cache {
   async ttl(key: string): Promise<number | null | undefined> {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
-    const entry = await this.#call('ttl', () => core.store.get(storeKey))
+    const entry = await this.#call('ttl', () => core.store.get(storeKey), true, found)
     if (entry === undefined) return undefined
     if (entry.expiresAt === null) return null
     return Math.max(1, entry.expiresAt - this.#storeNow())
@@ -608,7 +677,12 @@ export class Cache {
   async entry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
-    const entry: StoreEntry | undefined = await this.#call('entry', () => core.store.get(storeKey))
+    const entry: StoreEntry | undefined = await this.#call(
+      'entry',
+      () => core.store.get(storeKey),
+      true,
+      found,
+    )
     if (entry === undefined) {
       core.stats.misses++
       return undefined
@@ -751,6 +825,7 @@ export class Cache {
         activations: core.fallback?.activations ?? 0,
       },
       rateLimits: { ...core.rateLimitCounters },
+      locks: { ...core.lockCounters },
       ...(core.l1 === undefined ? {} : { l1: core.l1.stats() }),
     }
   }
@@ -837,23 +912,64 @@ export class Cache {
     return bytes
   }
 
-  /** Runs a store call, turning anything but a flowcache error into `StoreUnavailableError`. */
-  async #call<R>(operation: string, run: () => Promise<R>, timed = true): Promise<R> {
+  /**
+   * Runs a store call, turning anything but a flowcache error into `StoreUnavailableError`.
+   * Unless `timed` is false, the call is timed (sampled, for `stats().latency`) and reported on
+   * the `flowcache:operation` channel (every call, while it has subscribers), with `outcomeOf`
+   * deciding hit or miss; a new operation is instrumented by going through here.
+   */
+  async #call<R>(
+    operation: string,
+    run: () => Promise<R>,
+    timed = true,
+    outcomeOf?: (result: R) => OperationOutcome,
+  ): Promise<R> {
     const stats = this.#core.stats
     // get and set time themselves (L1 hits included), so they pass timed = false.
-    const start = timed && stats.shouldSample() ? performance.now() : -1
+    const observed = timed && operationChannel.hasSubscribers
+    const sampled = timed && stats.shouldSample()
+    const start = sampled || observed ? performance.now() : -1
+    let result: R
     try {
-      const result = await run()
-      if (start >= 0) stats.recordLatency(operation, performance.now() - start)
-      return result
+      result = await run()
     } catch (error) {
-      if (error instanceof FlowcacheError) throw error
-      throw new StoreUnavailableError(
-        `${this.#core.store.name} store failed during ${operation}: ${error instanceof Error ? error.message : String(error)}`,
-        { cause: error },
-      )
+      const failure =
+        error instanceof FlowcacheError
+          ? error
+          : new StoreUnavailableError(
+              `${this.#core.store.name} store failed during ${operation}: ${error instanceof Error ? error.message : String(error)}`,
+              { cause: error },
+            )
+      if (observed) this.#report(operation, start, 'error', failure)
+      throw failure
     }
+    if (sampled) stats.recordLatency(operation, performance.now() - start)
+    if (observed) this.#report(operation, start, outcomeOf === undefined ? 'ok' : outcomeOf(result))
+    return result
   }
+
+  /** Publishes one call that started at `start` (`performance.now()`) on `flowcache:operation`. */
+  #report(operation: string, start: number, outcome: OperationOutcome, error?: unknown): void {
+    const core = this.#core
+    const event: OperationEvent = {
+      cache: core.root ?? this,
+      operation,
+      namespace: this.#path,
+      store: core.store.name,
+      outcome,
+      durationMs: performance.now() - start,
+    }
+    if (outcome === 'error') {
+      event.error = error
+      if (error instanceof FlowcacheError) event.errorCode = error.code
+    }
+    operationChannel.publish(event)
+  }
+}
+
+/** Outcome of a single-key read: `hit` when it found something. */
+function found(result: unknown): OperationOutcome {
+  return result === undefined || result === false ? 'miss' : 'hit'
 }
 
 function positiveMs(value: number | undefined, name: string, fallback: number): number {
@@ -875,6 +991,10 @@ export function createCache(options: CacheOptions = {}): Cache {
   const root = checkRoot(options.prefix ?? 'fc')
   const logger = options.logger ?? stderrLogger
   const given: Store = options.store ?? memoryStore({ clock, codec })
+  const tracing = options.tracing ?? true
+  if (typeof tracing !== 'boolean') {
+    throw InvalidArgumentError.format('tracing', `must be true or false; got ${String(tracing)}`)
+  }
   const fallbackMode = options.fallback ?? 'memory'
   if (fallbackMode !== 'memory' && fallbackMode !== 'fail') {
     throw InvalidArgumentError.format(
@@ -884,13 +1004,18 @@ export function createCache(options: CacheOptions = {}): Cache {
   }
   // Values served by the memory fallback must never reach the L1 tier, and L1 starts empty when
   // the cache switches back to the store.
-  const tier: { l1?: L1Tier } = {}
+  const tier: { l1?: L1Tier; root?: Cache } = {}
   const fallback =
     given.capabilities.distributed && given.connect !== undefined
       ? new FallbackStore(given, {
           mode: fallbackMode,
           logger,
-          onChange: (state) => tier.l1?.setSuspended(state === 'fallback'),
+          onChange: (state) => {
+            tier.l1?.setSuspended(state === 'fallback')
+            if (fallbackChannel.hasSubscribers && tier.root !== undefined) {
+              fallbackChannel.publish({ cache: tier.root, store: given.name, state })
+            }
+          },
           reconnectBaseMs: positiveMs(options.fallbackRetry?.baseMs, 'fallbackRetry.baseMs', 250),
           reconnectMaxMs: positiveMs(options.fallbackRetry?.maxMs, 'fallbackRetry.maxMs', 5000),
           clock,
@@ -922,6 +1047,8 @@ export function createCache(options: CacheOptions = {}): Cache {
     logger,
     elections: new Set(),
     rateLimitCounters: { allowed: 0, denied: 0, failedOpen: 0, failedClosed: 0, conflicts: 0 },
+    lockCounters: { acquired: 0, contended: 0, extended: 0, released: 0, lost: 0, failed: 0 },
+    root: undefined,
     codec,
     limits,
     stats: new StatsRecorder(),
@@ -930,5 +1057,8 @@ export function createCache(options: CacheOptions = {}): Cache {
     closed: false,
     closing: undefined,
   }
-  return new Cache(core, rootPrefix(root), defaultTtlMs, [])
+  const cache = new Cache(core, rootPrefix(root), defaultTtlMs, [])
+  tier.root = cache
+  if (tracing) enableTracing(cache)
+  return cache
 }

@@ -4,6 +4,7 @@
  * twice on every hit would cost more than the hit itself.
  */
 
+import type { LockStats } from '../coord/locks.js'
 import type { RateLimitStats } from '../coord/rate-limit.js'
 import type { L1Stats } from '../tiers/l1.js'
 
@@ -43,6 +44,8 @@ export interface CacheStats {
   fallback: { active: boolean; activations: number }
   /** Rate-limit outcomes of all namespaces: allowed, denied, failed open, failed closed, lost races. */
   rateLimits: RateLimitStats
+  /** Lock outcomes of all namespaces: acquired, contended, extended, released, lost, failed. */
+  locks: LockStats
   /** The L1 tier's counters, when the cache has one. */
   l1?: L1Stats
 }

@@ -3,12 +3,15 @@
  * inside one, iteration, disconnect, flowcache errors reach the Keyv caller, and the
  * cache-manager example runs.
  */
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+
 import Keyv from 'keyv'
 import { describe, expect, it } from 'vitest'
 
 import { createCache } from '../../src/core/cache.js'
 import { KeyvFlowcache } from '../../src/keyv/index.js'
-import { main as cacheManagerExample } from '../../../../examples/keyv-cache-manager.js'
 
 describe('flowcache/keyv', () => {
   it('a Keyv namespace is the flowcache namespace of the same name', async () => {
@@ -84,7 +87,11 @@ describe('flowcache/keyv', () => {
   })
 
   it('the cache-manager example runs', async () => {
-    expect(await cacheManagerExample()).toEqual([
+    const example = fileURLToPath(
+      new URL('../../../../examples/keyv-cache-manager.ts', import.meta.url),
+    )
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', example])
+    expect(stdout.trim().split('\n')).toEqual([
       'wrap twice: {"id":"42","name":"user 42"}, loader called 1 time(s)',
       'same value: true',
       'flowcache keys in profiles: user:42',

@@ -13,6 +13,7 @@
 import { incremented, positiveInteger } from '../../core/checks.js'
 import { copyValue, freezeValue, jsonCodec } from '../../core/codec.js'
 import { systemClock, type Clock } from '../../core/clock.js'
+import { reportEviction } from '../../core/diagnostics.js'
 import { isUserKey } from '../../core/keyspace.js'
 import { ClosedError, InvalidArgumentError, ValueTooLargeError } from '../../errors.js'
 import type { Codec } from '../../types/codec.js'
@@ -569,8 +570,12 @@ export class MemoryStore implements Store {
 
   #evict(key: string, entry: Entry): void {
     this.#remove(key, entry)
-    if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) this.#expirations++
-    else this.#evictions++
+    if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) {
+      this.#expirations++
+    } else {
+      this.#evictions++
+      reportEviction({ store: this.name, count: 1, key })
+    }
   }
 
   #remove(key: string, entry: Entry): void {

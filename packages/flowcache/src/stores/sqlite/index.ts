@@ -24,6 +24,7 @@ import type BetterSqlite3 from 'better-sqlite3'
 
 import { incremented, positiveInteger } from '../../core/checks.js'
 import { systemClock, type Clock } from '../../core/clock.js'
+import { reportEviction } from '../../core/diagnostics.js'
 import { isUserKey } from '../../core/keyspace.js'
 import {
   ClosedError,
@@ -622,6 +623,7 @@ export class SqliteStore implements Store {
       // Only now: a rolled-back transaction keeps the reads recorded and counts nothing.
       this.#touches.clear()
       this.#evictions += this.#txEvictions
+      if (this.#txEvictions > 0) reportEviction({ store: this.name, count: this.#txEvictions })
       this.#expirations += this.#txExpirations
       return result
     })
