@@ -6,6 +6,7 @@
 
 import type { RateLimitStats } from '../coord/rate-limit.js'
 import type { L1Stats } from '../tiers/l1.js'
+import type { WriteBehindTotals } from '../patterns/write-behind.js'
 
 /** Latency of one operation, from sampled calls, in milliseconds. */
 export interface LatencySummary {
@@ -43,6 +44,8 @@ export interface CacheStats {
   fallback: { active: boolean; activations: number }
   /** Rate-limit outcomes of all namespaces: allowed, denied, failed open, failed closed, lost races. */
   rateLimits: RateLimitStats
+  /** Write-behind writers of this cache: open writers, queued operations, flushed, failures, retries. */
+  writeBehind: WriteBehindTotals
   /** The L1 tier's counters, when the cache has one. */
   l1?: L1Stats
 }
