@@ -155,6 +155,10 @@ export class WriteBehindWriter<T = unknown> {
   #batch: Batch<T> | undefined
   #pump: Promise<void> | undefined
   #timer: ReturnType<typeof setTimeout> | undefined
+  /** Operations the flush timer asked to write now (the queue's length when it fired). */
+  #due = 0
+  /** flush() calls waiting: while there are any, the queue is written down to empty. */
+  #flushing = 0
   #wake: (() => void) | undefined
   #open = true
   #abandoned = false
@@ -254,14 +258,19 @@ export class WriteBehindWriter<T = unknown> {
    * when the target is back; use `stats()` or `onError` to watch failures.
    */
   async flush(): Promise<void> {
-    while (this.#pending.size > 0 || this.#batch !== undefined || this.#pump !== undefined) {
-      if (this.#abandoned) {
-        throw new ClosedError(
-          'this writeBehind writer was closed before its queue was written; see pendingWrites()',
-        )
+    this.#flushing++
+    try {
+      while (this.#pending.size > 0 || this.#batch !== undefined || this.#pump !== undefined) {
+        if (this.#abandoned) {
+          throw new ClosedError(
+            'this writeBehind writer was closed before its queue was written; see pendingWrites()',
+          )
+        }
+        this.#kick()
+        await this.#pump
       }
-      this.#kick()
-      await this.#pump
+    } finally {
+      this.#flushing--
     }
   }
 
@@ -354,38 +363,50 @@ export class WriteBehindWriter<T = unknown> {
     else this.#schedule()
   }
 
-  /** Starts the flush timer unless a flush is running or already scheduled. */
+  /**
+   * Arms the flush timer unless it is armed: every queued operation is written about
+   * `flushEvery` after it was queued, or sooner.
+   */
   #schedule(): void {
-    if (this.#timer !== undefined || this.#pump !== undefined || this.#abandoned) return
+    if (this.#timer !== undefined || this.#abandoned) return
     // Not unref'd: while writes are queued, the timer keeps the process alive to write them.
     this.#timer = setTimeout(() => {
       this.#timer = undefined
+      this.#due = this.#pending.size
       this.#kick()
     }, this.#flushEveryMs)
   }
 
-  /** Starts flushing now unless a flush is running. */
+  /** Starts writing batches unless that is under way. */
   #kick(): void {
     if (this.#pump !== undefined || this.#abandoned) return
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer)
-      this.#timer = undefined
-    }
     this.#pump = this.#drain().finally(() => {
       this.#pump = undefined
-      if (this.#pending.size > 0) this.#schedule()
+      if (this.#moreToWrite()) this.#kick()
+      else if (this.#pending.size > 0) this.#schedule()
     })
   }
 
-  /** Writes batch after batch until the queue is empty; a failed batch is retried first. */
+  /**
+   * Whether to take another batch now: a full one is queued, or the timer or a `flush()` asked
+   * for what is queued. Otherwise operations wait for the timer, so that a steady trickle of
+   * writes still goes to the target in full batches.
+   */
+  #moreToWrite(): boolean {
+    const queued = this.#pending.size
+    return queued >= this.#batchSize || (queued > 0 && (this.#due > 0 || this.#flushing > 0))
+  }
+
+  /** Writes batches while there is more to write; a failed batch is retried before any other. */
   async #drain(): Promise<void> {
     for (;;) {
       if (this.#abandoned) return
       let batch = this.#batch
       if (batch === undefined) {
-        if (this.#pending.size === 0) return
+        if (!this.#moreToWrite()) return
         batch = this.#take()
         this.#batch = batch
+        this.#due = Math.max(0, this.#due - batch.operations.length)
       }
       batch.attempts++
       if (batch.attempts > 1) this.#counters.retries++
