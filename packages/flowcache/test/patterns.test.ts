@@ -466,9 +466,9 @@ describe('warm', () => {
     await expect(cache.warm(['ok'], loader, { concurrency: 257 })).rejects.toThrow(/at most 256/)
     await expect(cache.warm(['ok'], loader, { ttl: 'soon' })).rejects.toThrow(/ttl/)
     await expect(cache.warm('ok' as never, loader)).rejects.toThrow(/keys must be/)
-    await expect(cache.warm(['ok'], { loadMany: loader, batchSize: 5000 })).rejects.toThrow(
-      /maxBatchSize/,
-    )
+    await expect(
+      cache.warm(['ok'], { loadMany: () => [loader()], batchSize: 5000 }),
+    ).rejects.toThrow(/maxBatchSize/)
     expect(loader).not.toHaveBeenCalled()
     await cache.close()
   })
