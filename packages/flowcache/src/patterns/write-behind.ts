@@ -377,6 +377,12 @@ export class WriteBehindWriter<T = unknown> {
     }, this.#flushEveryMs)
   }
 
+  /** Stops the flush timer: nothing is queued, and the process need not stay alive for it. */
+  #disarm(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
   /** Starts writing batches unless that is under way. */
   #kick(): void {
     if (this.#pump !== undefined || this.#abandoned) return
@@ -384,6 +390,7 @@ export class WriteBehindWriter<T = unknown> {
       this.#pump = undefined
       if (this.#moreToWrite()) this.#kick()
       else if (this.#pending.size > 0) this.#schedule()
+      else this.#disarm()
     })
   }
 
@@ -542,8 +549,7 @@ export class WriteBehindWriter<T = unknown> {
   /** Stops flushing for good (close timed out); queued operations stay in pendingWrites(). */
   #abandon(): void {
     this.#abandoned = true
-    if (this.#timer !== undefined) clearTimeout(this.#timer)
-    this.#timer = undefined
+    this.#disarm()
     this.#wake?.()
   }
 }
