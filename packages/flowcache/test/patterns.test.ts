@@ -162,6 +162,37 @@ describe('writeBehind', () => {
     await cache.close()
   })
 
+  it('a batch whose deletes failed after its sets were written retries only the deletes', async () => {
+    const cache = quietCache()
+    expect(cache.stats().writeBehind).toEqual({
+      writers: 0,
+      pending: 0,
+      flushed: 0,
+      batches: 0,
+      failures: 0,
+      retries: 0,
+      coalesced: 0,
+      failing: 0,
+      lastError: null,
+    })
+    const target = new RecordingTarget<number>()
+    let deleteFailures = 2
+    target.failWhen = (call) => call.kind === 'delete' && deleteFailures-- > 0
+    const writer = cache.writeBehind(target, { flushEvery: '1h', retry: { baseMs: 1, maxMs: 2 } })
+    await writer.set('a', 1)
+    await writer.delete('b')
+    await writer.flush()
+    expect(target.calls.map(({ kind, ok }) => `${kind}:${ok}`)).toEqual([
+      'write:true',
+      'delete:false',
+      'delete:false',
+      'delete:true',
+    ])
+    expect(writer.stats()).toMatchObject({ flushed: 2, batches: 1, failures: 2, retries: 2 })
+    expect(cache.stats().writeBehind).toMatchObject({ writers: 1, failures: 2, failing: 0 })
+    await cache.close()
+  })
+
   it('coalesces per key: last write wins, deletes included', async () => {
     const cache = quietCache()
     const target = new RecordingTarget<number>()
