@@ -92,6 +92,14 @@ export class NotLeaderError extends FlowcacheError {
   static override readonly code = 'E_NOT_LEADER'
 }
 
+/**
+ * The system of record behind a `writeThrough` or `writeBehind` writer (its `WriteTarget`)
+ * failed or rejected a write; the target's own error is in `cause`.
+ */
+export class WriteTargetError extends FlowcacheError {
+  static override readonly code = 'E_WRITE_TARGET'
+}
+
 /** Every error class by its code, for callers that map codes (HTTP statuses, script errors). */
 export const errors = {
   E_FLOWCACHE: FlowcacheError,
@@ -107,6 +115,7 @@ export const errors = {
   E_LOCK_LOST: LockLostError,
   E_LOCK_TIMEOUT: LockTimeoutError,
   E_NOT_LEADER: NotLeaderError,
+  E_WRITE_TARGET: WriteTargetError,
 } as const
 
 /** Union of every stable error code. */

@@ -48,6 +48,35 @@ export type {
   RateLimitStats,
 } from './coord/rate-limit.js'
 export type { L1Options, L1Stats } from './tiers/l1.js'
+export { WriteThroughWriter } from './patterns/write-through.js'
+export { WriteBehindWriter } from './patterns/write-behind.js'
+export type {
+  WriteBehindCloseOptions,
+  WriteBehindFailure,
+  WriteBehindFlush,
+  WriteBehindLastError,
+  WriteBehindOptions,
+  WriteBehindStats,
+  WriteBehindTotals,
+} from './patterns/write-behind.js'
+export type { WriteItem, WriteOperation, WriteTarget } from './patterns/target.js'
+export {
+  DEFAULT_WARM_BATCH_SIZE,
+  DEFAULT_WARM_CONCURRENCY,
+  MAX_WARM_CONCURRENCY,
+  MAX_WARM_ERRORS,
+} from './patterns/warm.js'
+export type {
+  WarmBatchLoader,
+  WarmContext,
+  WarmFailure,
+  WarmKeyLoader,
+  WarmLoader,
+  WarmOptions,
+  WarmOutcome,
+  WarmProgress,
+  WarmSummary,
+} from './patterns/warm.js'
 export { formatDuration, parseDuration } from './core/duration.js'
 export type { Duration } from './core/duration.js'
 export { DEFAULT_LIMITS } from './core/limits.js'

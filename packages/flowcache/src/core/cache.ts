@@ -53,6 +53,14 @@ import {
   StoreUnavailableError,
 } from '../errors.js'
 import { memoryStore } from '../stores/memory/index.js'
+import type { PatternHost, WriteTarget } from '../patterns/target.js'
+import { warm, type WarmLoader, type WarmOptions, type WarmSummary } from '../patterns/warm.js'
+import {
+  WriteBehindRegistry,
+  WriteBehindWriter,
+  type WriteBehindOptions,
+} from '../patterns/write-behind.js'
+import { WriteThroughWriter } from '../patterns/write-through.js'
 import type { Codec } from '../types/codec.js'
 import type { Revision, Store, StoreEntry } from '../types/store.js'
 
@@ -167,6 +175,7 @@ interface Core {
   readonly limits: Readonly<Limits>
   readonly stats: StatsRecorder
   readonly inflight: Map<string, Promise<unknown>>
+  readonly writeBehind: WriteBehindRegistry
   readonly healthSince: number
   closed: boolean
   closing: Promise<void> | undefined
@@ -804,6 +813,66 @@ export class Cache {
     return new Cache(core, prefix, defaultTtlMs, [...this.#path, name])
   }
 
+  /**
+   * A writer for a system of record (`target`) in front of this namespace: `set`/`delete` write
+   * the target first and the cache only once the target accepted. When the target fails, the
+   * call throws `WriteTargetError` and the key is deleted from the cache. See write patterns.
+   */
+  writeThrough<T = unknown>(target: WriteTarget<T>): WriteThroughWriter<T> {
+    this.#open()
+    return new WriteThroughWriter(this.#patternHost(), target)
+  }
+
+  /**
+   * A writer that writes this namespace at once and `target` later, in batches (`flushEvery`,
+   * default 1s; `batchSize`, default 100), coalescing per key, retrying failed batches with
+   * backoff and never dropping a write. `cache.close()` writes everything queued first.
+   */
+  writeBehind<T = unknown>(
+    target: WriteTarget<T>,
+    options: WriteBehindOptions<T> = {},
+  ): WriteBehindWriter<T> {
+    const core = this.#open()
+    return new WriteBehindWriter(this.#patternHost(), core.writeBehind, target, options)
+  }
+
+  /**
+   * Loads `keys` into this namespace with `loader` (a function of one key, or `{ loadMany }`),
+   * at most `concurrency` (default 8) at once, skipping cached keys unless `force`. Failures are
+   * collected, not thrown; resolves to `{ total, loaded, skipped, missing, failed, errors, aborted }`.
+   */
+  warm<T = unknown>(
+    keys: Iterable<string>,
+    loader: WarmLoader<T>,
+    options: WarmOptions = {},
+  ): Promise<WarmSummary> {
+    this.#open()
+    return warm(this.#patternHost(), keys, loader, options)
+  }
+
+  /** What the write patterns and warm() use of this view: its methods and argument checks. */
+  #patternHost(): PatternHost {
+    const core = this.#core
+    return {
+      cache: this,
+      checkWrite: (key, value, ttl) => {
+        this.#open()
+        this.#storeKeyOf(key)
+        this.#ttlOf(ttl)
+        checkValueSize(core.codec.encodedSize(value), core.limits, key)
+      },
+      checkKey: (key) => {
+        this.#open()
+        this.#storeKeyOf(key)
+      },
+      checkTtl: (ttl) => {
+        checkTtl(ttl, core.limits)
+      },
+      maxBatchSize: core.limits.maxBatchSize,
+      logger: core.logger,
+    }
+  }
+
   /** Counters of this cache (shared by all its namespace views) and of its store. */
   stats(): CacheStats {
     const core = this.#core
@@ -826,6 +895,7 @@ export class Cache {
       },
       rateLimits: { ...core.rateLimitCounters },
       locks: { ...core.lockCounters },
+      writeBehind: core.writeBehind.stats(),
       ...(core.l1 === undefined ? {} : { l1: core.l1.stats() }),
     }
   }
@@ -861,7 +931,10 @@ export class Cache {
     const elections = [...core.elections]
     core.elections.clear()
     const l1 = core.l1
-    core.closing = Promise.all(elections.map((election) => election.stop()))
+    // Write-behind writers first: every acknowledged write reaches its target before the end.
+    core.closing = core.writeBehind
+      .close()
+      .then(() => Promise.all(elections.map((election) => election.stop())))
       .then(() => l1?.close())
       .then(() => core.store.close())
     return core.closing
@@ -1053,6 +1126,7 @@ export function createCache(options: CacheOptions = {}): Cache {
     limits,
     stats: new StatsRecorder(),
     inflight: new Map(),
+    writeBehind: new WriteBehindRegistry(),
     healthSince: clock.now(),
     closed: false,
     closing: undefined,

@@ -7,6 +7,7 @@
 import type { LockStats } from '../coord/locks.js'
 import type { RateLimitStats } from '../coord/rate-limit.js'
 import type { L1Stats } from '../tiers/l1.js'
+import type { WriteBehindTotals } from '../patterns/write-behind.js'
 
 /** Latency of one operation, from sampled calls, in milliseconds. */
 export interface LatencySummary {
@@ -46,6 +47,8 @@ export interface CacheStats {
   rateLimits: RateLimitStats
   /** Lock outcomes of all namespaces: acquired, contended, extended, released, lost, failed. */
   locks: LockStats
+  /** Write-behind writers of this cache: open writers, queued operations, flushed, failures, retries. */
+  writeBehind: WriteBehindTotals
   /** The L1 tier's counters, when the cache has one. */
   l1?: L1Stats
 }
