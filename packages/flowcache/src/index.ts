@@ -12,12 +12,16 @@ export type {
   CacheEntry,
   CacheHealth,
   CacheOptions,
+  CacheVersion,
   GetOrSetOptions,
+  HistoryOptions,
   ListKeysOptions,
   NamespaceOptions,
   SetManyItem,
   SetOptions,
+  WatchOptions,
 } from './core/cache.js'
+export type { CacheChangeEvent, CacheEvent, CacheOverflowEvent, CacheWatch } from './core/watch.js'
 export type { CacheStats, LatencySummary } from './core/stats.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export type { Clock } from './core/clock.js'
@@ -63,9 +67,15 @@ export type {
   Store,
   StoreCapabilities,
   StoreEntry,
+  StoreChange,
   StoreHealth,
+  StoreHistoryOptions,
   StoreListOptions,
+  StoreOperation,
   StoreStats,
+  StoreVersion,
+  StoreWatch,
+  StoreWatchListener,
   StoreWriteItem,
   StoreWriteOptions,
 } from './types/store.js'
