@@ -638,7 +638,7 @@ export class NatsStore implements Store {
     if (filter === undefined) return { close: async () => undefined }
     return this.#run('watch', async (session) => {
       const consumer = await session.js.consumers.get(session.stream, {
-        filter_subjects: [session.subjects + filter],
+        filter_subjects: session.subjects + filter,
         deliver_policy: DeliverPolicy.New,
         headers_only: false,
       })
