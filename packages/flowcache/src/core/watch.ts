@@ -98,9 +98,10 @@ class WatchStream implements AsyncIterableIterator<CacheEvent> {
     this.#source = source
     this.#onClose = onClose
     source.signal?.addEventListener('abort', this.#abort, { once: true })
-    const watch = source.store.watch as NonNullable<Store['watch']>
-    this.#ready = watch
-      .call(source.store, source.storePrefix, {
+    const store = source.store
+    if (store.watch === undefined) throw new Error('the store has no watch()')
+    this.#ready = store
+      .watch(source.storePrefix, {
         change: (change) => this.#change(change),
         interrupted: () => this.#overflow('interrupted'),
       })
@@ -134,7 +135,7 @@ class WatchStream implements AsyncIterableIterator<CacheEvent> {
     if (this.#error !== undefined) {
       const error = this.#error
       this.#error = undefined
-      return Promise.reject(error instanceof Error ? error : new Error(String(error)))
+      return Promise.reject(error instanceof Error ? error : new Error('the watch failed'))
     }
     if (this.#done) return Promise.resolve({ value: undefined, done: true })
     return new Promise((resolve, reject) => {

@@ -8,7 +8,6 @@ import { InvalidArgumentError } from '../errors.js'
 import type {
   StoreChange,
   StoreHistoryOptions,
-  StoreVersion,
   StoreWatch,
   StoreWatchListener,
 } from '../types/store.js'

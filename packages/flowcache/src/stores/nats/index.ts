@@ -1173,7 +1173,7 @@ function toHistoryEntry(raw: RawEntry, message: JsMsg): NatsHistoryEntry {
   const { kvOperation, expiredAt } = kvOperationOf(message)
   const time = timeOf(message)
   const expired = expiredAt !== undefined
-  const at = expired && Number.isSafeInteger(expiredAt) ? (expiredAt as number) : time
+  const at = expired && Number.isSafeInteger(expiredAt) ? expiredAt : time
   return {
     operation: kvOperation === 'PUT' ? 'set' : expired ? 'expire' : 'delete',
     revision: String(raw.seq),
@@ -1198,7 +1198,7 @@ function toChange(key: string, raw: RawEntry, message: JsMsg): StoreChange {
     type: expired ? 'expire' : 'delete',
     key,
     revision: String(raw.seq),
-    at: expired && Number.isSafeInteger(expiredAt) ? (expiredAt as number) : time,
+    at: expired && Number.isSafeInteger(expiredAt) ? expiredAt : time,
   }
 }
 

@@ -10,7 +10,7 @@
  * - Expiries come from keyspace notifications (`__keyevent@<db>__:expired`) when the server has
  *   them on (`notify-keyspace-events` with `E` and `x` or `A`); standalone servers only.
  */
-import { Buffer } from 'node:buffer'
+import { type Buffer } from 'node:buffer'
 import { Cluster, type Redis } from 'ioredis'
 
 import { isUserKey } from '../../core/keyspace.js'
@@ -131,10 +131,10 @@ export class RedisWatch implements StoreWatch {
     const client = this.#client
     if (client instanceof Cluster) return undefined
     try {
-      const reply = (await client.config('GET', 'notify-keyspace-events')) as unknown
-      const flags = Array.isArray(reply) ? String(reply[1] ?? '') : ''
+      const reply = await client.config('GET', 'notify-keyspace-events')
+      const flags = Array.isArray(reply) && typeof reply[1] === 'string' ? reply[1] : ''
       if (!flags.includes('E') || !(flags.includes('x') || flags.includes('A'))) return undefined
-      return `__keyevent@${(client as Redis).options.db ?? 0}__:expired`
+      return `__keyevent@${client.options.db ?? 0}__:expired`
     } catch {
       // CONFIG may be disabled (managed Redis): then expiries are not reported.
       return undefined
