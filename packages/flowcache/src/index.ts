@@ -12,12 +12,16 @@ export type {
   CacheEntry,
   CacheHealth,
   CacheOptions,
+  CacheVersion,
   GetOrSetOptions,
+  HistoryOptions,
   ListKeysOptions,
   NamespaceOptions,
   SetManyItem,
   SetOptions,
+  WatchOptions,
 } from './core/cache.js'
+export type { CacheChangeEvent, CacheEvent, CacheOverflowEvent, CacheWatch } from './core/watch.js'
 export type { CacheStats, LatencySummary } from './core/stats.js'
 export { channels } from './core/diagnostics.js'
 export type {
@@ -104,9 +108,15 @@ export type {
   Store,
   StoreCapabilities,
   StoreEntry,
+  StoreChange,
   StoreHealth,
+  StoreHistoryOptions,
   StoreListOptions,
+  StoreOperation,
   StoreStats,
+  StoreVersion,
+  StoreWatch,
+  StoreWatchListener,
   StoreWriteItem,
   StoreWriteOptions,
 } from './types/store.js'

@@ -36,6 +36,7 @@ import {
 } from './diagnostics.js'
 import { enableTracing } from './tracing.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
+import { closeWatches, startWatch, type CacheWatch } from './watch.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
 import { L1Tier, type L1Options } from '../tiers/l1.js'
 import { Locks, type LockStats } from '../coord/locks.js'
@@ -141,6 +142,37 @@ export interface CacheEntry<T = unknown> {
   revision: Revision
   /** Expiry deadline in ms since the epoch, or `null` when the entry never expires. */
   expiresAt: number | null
+}
+
+/** Options of {@link Cache.history}. */
+export interface HistoryOptions {
+  /** Return at most this many versions, the most recent ones. @default all the store keeps */
+  limit?: number
+}
+
+/** One version of a key, from {@link Cache.history}. */
+export interface CacheVersion<T = unknown> {
+  /** `set` wrote `value`; `delete` and `expire` are markers. */
+  operation: 'set' | 'delete' | 'expire'
+  /** Revision of this version; `undefined` for an expiry the store inferred from a passed deadline. */
+  revision: Revision | undefined
+  /** When it happened, in ms since the epoch (store clock; for `expire`, the deadline). */
+  at: number
+  /** The value written, for `set`. */
+  value?: T
+  /** Expiry deadline of a `set` written with a TTL, else `null`. */
+  expiresAt: number | null
+}
+
+/** Options of {@link Cache.watch}. */
+export interface WatchOptions {
+  /** Ends the iteration and unsubscribes when aborted. */
+  signal?: AbortSignal
+  /**
+   * Events kept for a consumer that is behind; beyond this, events are dropped and one
+   * `overflow` event with their number takes their place. 1 to 100 000. @default 1000
+   */
+  buffer?: number
 }
 
 /** Options of {@link Cache.getOrSet}. */
@@ -672,6 +704,93 @@ export class Cache {
     return deleted
   }
 
+  /**
+   * Previous versions of `key`, oldest first, with revision, time and operation (`set` with its
+   * value, `delete`, `expire`): as many as the store keeps (its `history` option; the NATS
+   * bucket's history). Throws `InvalidArgumentError` when the store keeps no history.
+   */
+  async history<T = unknown>(
+    key: string,
+    options: HistoryOptions = {},
+  ): Promise<CacheVersion<T>[]> {
+    const core = this.#open()
+    const storeKey = this.#storeKeyOf(key)
+    const limit = options.limit
+    if (limit !== undefined && (!Number.isSafeInteger(limit) || limit <= 0)) {
+      throw InvalidArgumentError.format('limit', `must be a positive integer; got ${String(limit)}`)
+    }
+    const store = this.#changeStore()
+    if (store.history === undefined || !(store.capabilities.history ?? 0)) {
+      throw InvalidArgumentError.format(
+        'history()',
+        `needs a store that keeps versions; the ${store.name} store keeps none (give it the history option)`,
+      )
+    }
+    const versions = await this.#call('history', () =>
+      (store.history as NonNullable<Store['history']>).call(store, storeKey, { limit }),
+    )
+    return versions.map((version) => {
+      const result: CacheVersion<T> = {
+        operation: version.operation,
+        revision: version.revision,
+        at: version.at,
+        expiresAt: version.expiresAt,
+      }
+      if (version.value !== undefined) result.value = core.codec.decode(version.value) as T
+      return result
+    })
+  }
+
+  /**
+   * Changes to this namespace's keys that start with `prefix` (not its child namespaces, never
+   * system keys), as an async iterable of `set` / `delete` / `expire` events with the namespace
+   * stripped from the key. Which writes a store reports differs (see the store's docs): in-process
+   * stores report this process's writes, Redis and NATS every replica's. A consumer more than
+   * `buffer` events behind gets an `overflow` event in place of the events dropped. Ends when
+   * `signal` aborts, the loop breaks, `close()` is called or the cache closes.
+   */
+  watch<T = unknown>(prefix?: string, options: WatchOptions = {}): CacheWatch<T> {
+    const core = this.#open()
+    const storePrefix = userKeyPrefix(this.#prefix, prefix, core.limits.maxKeyBytes)
+    const buffer = options.buffer ?? 1000
+    if (!Number.isSafeInteger(buffer) || buffer <= 0 || buffer > 100_000) {
+      throw InvalidArgumentError.format(
+        'buffer',
+        `must be an integer from 1 to 100000; got ${String(buffer)}`,
+      )
+    }
+    const signal = options.signal
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw InvalidArgumentError.format('signal', 'must be an AbortSignal')
+    }
+    const store = this.#changeStore()
+    if (store.watch === undefined || store.capabilities.watch === undefined) {
+      throw InvalidArgumentError.format(
+        'watch()',
+        `needs a store that reports changes; the ${store.name} store does not`,
+      )
+    }
+    return startWatch<T>(core, {
+      store,
+      storePrefix,
+      keyOf: (storeKey) => {
+        try {
+          return stripUserKey(storeKey, this.#userPrefix)
+        } catch {
+          return undefined
+        }
+      },
+      decode: (bytes) => core.codec.decode(bytes),
+      buffer,
+      signal,
+    })
+  }
+
+  /** The store history and watch use: the store itself, never a memory fallback. */
+  #changeStore(): Store {
+    return this.#core.fallback?.primary ?? this.#core.store
+  }
+
   /** Remaining time to live in ms; `null` when the entry never expires; `undefined` when missing. */
   async ttl(key: string): Promise<number | null | undefined> {
     const core = this.#open()
@@ -934,7 +1053,9 @@ export class Cache {
     // Write-behind writers first: every acknowledged write reaches its target before the end.
     core.closing = core.writeBehind
       .close()
-      .then(() => Promise.all(elections.map((election) => election.stop())))
+      .then(() =>
+        Promise.all([...elections.map((election) => election.stop()), closeWatches(core)]),
+      )
       .then(() => l1?.close())
       .then(() => core.store.close())
     return core.closing

@@ -69,6 +69,8 @@ export const storeContractGroups = [
   'prune',
   'stats',
   'concurrency',
+  'history',
+  'watch',
   'close',
 ] as const
 
@@ -568,6 +570,8 @@ export function runStoreContract(api: TestApi, options: StoreContractOptions): v
       prune: pruneTests,
       stats: statsTests,
       concurrency: concurrencyTests,
+      history: historyTests,
+      watch: watchTests,
       close: closeTests,
     }
     for (const group of storeContractGroups) {
@@ -1685,6 +1689,83 @@ function concurrencyTests(test: Declare): void {
     },
     timeout,
   )
+}
+
+function historyTests(test: Declare): void {
+  const lacks = (store: Store, depth: number): NotApplicable =>
+    new NotApplicable(
+      `${store.name} declares capabilities.history ${String(store.capabilities.history ?? 0)}; these tests need ${depth} (create the store with history >= ${depth})`,
+    )
+
+  test('history returns sets and delete markers oldest first, with revisions, and honours limit', async (h) => {
+    const store = h.store
+    if (store.history === undefined || (store.capabilities.history ?? 0) < 3) return lacks(store, 3)
+    const key = h.user(h.ns('h'), 'k')
+    const r1 = await store.set(key, bytes('"one"'))
+    await store.delete(key)
+    const r3 = await store.set(key, bytes('"three"'))
+    const versions = await store.history(key)
+    assert.deepEqual(
+      versions.map((v) => [
+        v.operation,
+        v.value === undefined ? undefined : strictUtf8.decode(v.value),
+      ]),
+      [
+        ['set', '"one"'],
+        ['delete', undefined],
+        ['set', '"three"'],
+      ],
+    )
+    assert.equal(versions[0]?.revision, r1)
+    assert.equal(versions[2]?.revision, r3)
+    for (const v of versions) assert.equal(typeof v.at, 'number', 'every version has a time')
+    assert.deepEqual(
+      (await store.history(key, { limit: 1 })).map((v) => v.operation),
+      ['set'],
+      'limit keeps the most recent',
+    )
+    assert.deepEqual(await store.history(h.user(h.ns('h'), 'never')), [])
+  })
+
+  test('history keeps at most capabilities.history versions', async (h) => {
+    const store = h.store
+    const depth = store.capabilities.history ?? 0
+    if (store.history === undefined || depth < 1) return lacks(store, 1)
+    const key = h.user(h.ns('h'), 'many')
+    for (let i = 0; i < depth + 2; i++) await store.set(key, bytes(String(i)))
+    const versions = await store.history(key)
+    assert.equal(versions.length, depth)
+    assert.equal(strictUtf8.decode(versions.at(-1)?.value), String(depth + 1), 'the newest is last')
+  })
+}
+
+function watchTests(test: Declare): void {
+  const lacks = (store: Store): NotApplicable =>
+    new NotApplicable(`${store.name} does not declare capabilities.watch`)
+
+  test('watch reports sets and deletes of user keys under the prefix, in order, and stops on close', async (h) => {
+    const store = h.store
+    if (store.watch === undefined || store.capabilities.watch === undefined) return lacks(store)
+    const prefix = h.ns('w')
+    const seen: string[] = []
+    const watch = await store.watch(prefix, {
+      change: (change) => seen.push(`${change.type} ${change.key}`),
+    })
+    const a = h.user(prefix, 'a')
+    const other = h.user(h.ns('other'), 'a')
+    await store.set(other, bytes('1'))
+    await store.set(h.system(prefix, 'l', 'lock'), bytes('1'))
+    await store.set(a, bytes('1'))
+    await store.delete(a)
+    const giveUpAt = Date.now() + 10_000
+    while (seen.length < 2 && Date.now() < giveUpAt) await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setTimeout(r, 50))
+    assert.deepEqual(seen, [`set ${a}`, `delete ${a}`])
+    await watch.close()
+    await store.set(a, bytes('2'))
+    await new Promise((r) => setTimeout(r, 50))
+    assert.equal(seen.length, 2, 'nothing after close')
+  })
 }
 
 function closeTests(test: Declare): void {

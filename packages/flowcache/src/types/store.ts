@@ -116,6 +116,75 @@ export interface StoreCapabilities {
   readonly quotas: boolean
   /** `local` fast path is available (in-process stores). */
   readonly local: boolean
+  /**
+   * Versions of a user key that `history()` returns at most (the current one included): the
+   * store's `history` option. Omitted (or 0) when the store has no `history()`.
+   */
+  readonly history?: number
+  /**
+   * Which writes `watch()` reports: `process` = only those made through this store object (an
+   * in-process store); `shared` = those of every process sharing the data. Omitted when the
+   * store has no `watch()`.
+   */
+  readonly watch?: 'process' | 'shared'
+  /** `watch()` reports `expire` events (an entry removed because its TTL passed). */
+  readonly watchExpiry?: boolean
+}
+
+/** What happened to a user entry: written, deleted (or evicted), or removed because its TTL passed. */
+export type StoreOperation = 'set' | 'delete' | 'expire'
+
+/** One version of a user key, as kept for `history()`. */
+export interface StoreVersion {
+  /** What this version was. */
+  operation: StoreOperation
+  /**
+   * Revision of this version: the entry's revision for `set`, the marker's revision for
+   * `delete` and `expire`. `undefined` for an `expire` the store infers from a passed deadline
+   * (the backend removed the entry without leaving a marker).
+   */
+  revision: Revision | undefined
+  /** When it happened, in ms since the epoch (store clock; for `expire`, the deadline). */
+  at: number
+  /** The stored bytes for `set`; `undefined` for `delete` and `expire`. */
+  value: Uint8Array | undefined
+  /** Expiry deadline of a `set` written with a TTL, else `null`. */
+  expiresAt: number | null
+}
+
+/** Options of `history()`. */
+export interface StoreHistoryOptions {
+  /** Return at most this many versions, the most recent ones. @default all the store keeps */
+  limit?: number
+}
+
+/** A change to a user entry, as reported by `watch()`. */
+export interface StoreChange {
+  type: StoreOperation
+  /** Store key of the entry. */
+  key: string
+  /** Revision of the write or marker, when the store knows it. */
+  revision?: Revision
+  /** The written bytes of a `set`, when the store has them at hand. */
+  value?: Uint8Array
+  /** When it happened, in ms since the epoch (store clock). */
+  at: number
+}
+
+/** What a `watch()` subscriber is told. */
+export interface StoreWatchListener {
+  /** One change under the watched prefix, in the order the store applied them per key. */
+  change(change: StoreChange): void
+  /** The subscription broke: changes may be lost from now until `resumed`. */
+  interrupted?(reason: string): void
+  /** The subscription is live again. */
+  resumed?(): void
+}
+
+/** A live `watch()` subscription. */
+export interface StoreWatch {
+  /** Stops delivering changes and releases what the subscription holds. Idempotent. */
+  close(): Promise<void>
 }
 
 /**
@@ -203,6 +272,18 @@ export interface Store {
    * name made of `[A-Za-z0-9_-]`, the same for every replica of one cache.
    */
   createBus?(channel: string): InvalidationBus
+  /**
+   * Versions of the user key `key`, oldest first: sets with their values, deletes and expiries as
+   * markers, at most `capabilities.history` of them. Empty when the store knows nothing of the
+   * key. Present when `capabilities.history` is set.
+   */
+  history?(key: string, options?: StoreHistoryOptions): Promise<StoreVersion[]>
+  /**
+   * Reports changes to user entries whose store key starts with `prefix` to `listener`, until
+   * the returned watch is closed; resolves once changes are being delivered. Present when
+   * `capabilities.watch` is set. Never reports system keys.
+   */
+  watch?(prefix: string, listener: StoreWatchListener): Promise<StoreWatch>
   /** Health of the store itself, when it can tell (a wrapper in fallback mode reports `degraded`). */
   health?(): StoreHealth
   /** Releases connections and timers. Idempotent. */

@@ -6,5 +6,5 @@ import { runStoreContract } from '../../src/testing/index.js'
 runStoreContract(vitest, {
   name: 'memory',
   clock: 'manual',
-  createStore: ({ clock }) => memoryStore({ clock }),
+  createStore: ({ clock }) => memoryStore({ clock, history: 4 }),
 })

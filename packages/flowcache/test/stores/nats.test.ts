@@ -162,7 +162,7 @@ describe('nats store: TTL on a server that ignores per-message TTL', () => {
       assert.equal(seen, undefined, 'the read saw the expired entry')
       // …and the server refused it: no delete after the rewrite.
       assert.deepEqual(
-        (await writer.history(key)).map((v) => [v.operation, text(v.value)]),
+        (await writer.history(key)).map((v) => [v.kvOperation, text(v.value)]),
         [
           ['PUT', '"old"'],
           ['PUT', '"new"'],
@@ -195,7 +195,7 @@ describe('nats store: TTL on a server that ignores per-message TTL', () => {
     let sweptFirst = 0
     for (const key of keys) {
       const versions = await writer.history(key)
-      assert.equal(versions.at(-1)?.operation, 'PUT', `${key}: newest version is the rewrite`)
+      assert.equal(versions.at(-1)?.kvOperation, 'PUT', `${key}: newest version is the rewrite`)
       if (versions.some((v) => v.expired)) sweptFirst++
     }
     assert.equal(sweptFirst, pruned, 'prune counts exactly the expiries it wrote')
@@ -219,7 +219,7 @@ describe('nats store: TTL on a server that ignores per-message TTL', () => {
     }
     const versions = await store.history(key)
     assert.deepEqual(
-      versions.map((v) => [v.operation, v.expired]),
+      versions.map((v) => [v.kvOperation, v.expired]),
       [
         ['PUT', false],
         ['DEL', true],
@@ -269,7 +269,7 @@ describe('nats store: history, layout and API', () => {
     const r3 = await store.set(key, utf8.encode('"v3"'))
     const versions = await store.history(key)
     assert.deepEqual(
-      versions.map((v) => [v.operation, text(v.value)]),
+      versions.map((v) => [v.kvOperation, text(v.value ?? new Uint8Array())]),
       [
         ['PUT', '"v1"'],
         ['PUT', '"v2"'],
@@ -292,7 +292,7 @@ describe('nats store: history, layout and API', () => {
       assert.ok(v.time >= before - 1000 && v.time <= Date.now() + 1000, 'server time of the write')
     }
     assert.deepEqual(
-      (await store.history(key, { limit: 2 })).map((v) => v.operation),
+      (await store.history(key, { limit: 2 })).map((v) => v.kvOperation),
       ['DEL', 'PUT'],
       'limit keeps the most recent versions',
     )

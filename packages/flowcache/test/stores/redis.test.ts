@@ -19,7 +19,7 @@ import { redisUrl } from '../helpers/services.js'
 runStoreContract(vitest, {
   name: 'redis',
   clock: 'real',
-  createStore: () => redisStore({ url: redisUrl() }),
+  createStore: () => redisStore({ url: redisUrl(), history: 4 }),
 })
 
 const utf8 = new TextEncoder()

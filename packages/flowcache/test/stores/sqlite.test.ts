@@ -50,7 +50,8 @@ runStoreContract(vitest, {
       path = freshPath()
       files.set(owner, path)
     }
-    return sqliteStore({ path, clock })
+    // With a version log, so the contract's history tests run and every write path logs.
+    return sqliteStore({ path, clock, history: 4 })
   },
 })
 

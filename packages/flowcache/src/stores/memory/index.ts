@@ -16,6 +16,7 @@ import { systemClock, type Clock } from '../../core/clock.js'
 import { reportEviction } from '../../core/diagnostics.js'
 import { isUserKey } from '../../core/keyspace.js'
 import { ClosedError, InvalidArgumentError, ValueTooLargeError } from '../../errors.js'
+import { TOMBSTONE_TTL_MS, Watchers, historyDepth, historyLimit, lastVersions } from '../changes.js'
 import type { Codec } from '../../types/codec.js'
 import type {
   LocalAccess,
@@ -24,8 +25,13 @@ import type {
   Store,
   StoreCapabilities,
   StoreEntry,
+  StoreHistoryOptions,
   StoreListOptions,
+  StoreOperation,
   StoreStats,
+  StoreVersion,
+  StoreWatch,
+  StoreWatchListener,
   StoreWriteItem,
   StoreWriteOptions,
 } from '../../types/store.js'
@@ -56,6 +62,12 @@ export interface MemoryStoreOptions {
   codec?: Codec
   /** How often expired entries are swept in the background, in ms; `0` turns the sweep off (reads still never return them). @default 1000 */
   sweepIntervalMs?: number
+  /**
+   * Versions kept per user key for `history()`, the current one included, up to 64 (flowgen's
+   * `history`). Each version holds its value, so history multiplies what a key costs; `0` keeps
+   * no log, and writes cost what they cost without history. @default 0
+   */
+  history?: number
 }
 
 /** Entry holds bytes written through the byte API, decoded on the first local read. */
@@ -76,6 +88,16 @@ class Entry {
   ) {}
 }
 
+/** One logged version of a user key; `value` is kept as stored (decoded, or bytes when `encoded`). */
+interface LoggedVersion {
+  operation: StoreOperation
+  revision: string
+  at: number
+  value: unknown
+  encoded: boolean
+  expiresAt: number | null
+}
+
 class QuotaState {
   entries = 0
   bytes = 0
@@ -94,6 +116,8 @@ const DEFAULT_MAX_ENTRIES = 50_000
 const DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 /** Expired entries removed per background sweep at most, so one sweep never blocks for long. */
 const SWEEP_BUDGET = 20_000
+/** Most deleted keys whose log is kept (each for up to an hour), so deletes cannot grow memory. */
+const MAX_TOMBSTONES = 10_000
 
 function checkTtlMs(ttlMs: number | undefined): void {
   if (ttlMs !== undefined && !(ttlMs > 0 && Number.isFinite(ttlMs))) {
@@ -104,14 +128,7 @@ function checkTtlMs(ttlMs: number | undefined): void {
 /** The in-process store. Create it with {@link memoryStore}. */
 export class MemoryStore implements Store {
   readonly name = 'memory'
-  readonly capabilities: StoreCapabilities = {
-    persistent: false,
-    distributed: false,
-    ttl: 'emulated',
-    injectableClock: true,
-    quotas: true,
-    local: true,
-  }
+  readonly capabilities: StoreCapabilities
   readonly local: LocalAccess
 
   readonly #user = new Map<string, Entry>()
@@ -137,8 +154,27 @@ export class MemoryStore implements Store {
   #heapAt: number[] = []
   #heapKey: string[] = []
   readonly #sweepTimer: NodeJS.Timeout | undefined
+  /** Versions kept per user key; 0 = no log. */
+  readonly #depth: number
+  /** Version logs of user keys (live or deleted), oldest version first. */
+  readonly #logs = new Map<string, LoggedVersion[]>()
+  /** Keys whose log ends with a delete or expire marker → the marker's time; oldest first. */
+  readonly #tombstones = new Map<string, number>()
+  readonly #watchers = new Watchers()
 
   constructor(options: MemoryStoreOptions = {}) {
+    this.#depth = historyDepth(options.history, 0)
+    this.capabilities = {
+      persistent: false,
+      distributed: false,
+      ttl: 'emulated',
+      injectableClock: true,
+      quotas: true,
+      local: true,
+      ...(this.#depth > 0 ? { history: this.#depth } : {}),
+      watch: 'process',
+      watchExpiry: true,
+    }
     this.#maxEntries = positiveInteger(options.maxEntries, 'maxEntries', DEFAULT_MAX_ENTRIES)
     this.#maxBytes = positiveInteger(options.maxBytes, 'maxBytes', DEFAULT_MAX_BYTES)
     this.#clock = options.clock ?? systemClock
@@ -239,6 +275,7 @@ export class MemoryStore implements Store {
     if (entry === undefined) return false
     if (options?.expected !== undefined && String(entry.revision) !== options.expected) return false
     this.#remove(key, entry)
+    this.#changed('delete', key, entry)
     return true
   }
 
@@ -249,6 +286,7 @@ export class MemoryStore implements Store {
       const entry = this.#live(key)
       if (entry !== undefined) {
         this.#remove(key, entry)
+        this.#changed('delete', key, entry)
         deleted++
       }
     }
@@ -300,8 +338,12 @@ export class MemoryStore implements Store {
       if (!key.startsWith(prefix)) continue
       this.#remove(key, entry)
       // An entry past its deadline was already gone for every reader: it is an expiration.
-      if (entry.expiresAt !== 0 && entry.expiresAt <= now) this.#expirations++
+      const expired = entry.expiresAt !== 0 && entry.expiresAt <= now
+      if (expired) this.#expirations++
       else removed++
+      // A cleared namespace is forgotten, history included; watchers still see each key go.
+      this.#forget(key)
+      if (this.#watchers.active) this.#notify(expired ? 'expire' : 'delete', key, entry, now)
     }
     return removed
   }
@@ -334,6 +376,47 @@ export class MemoryStore implements Store {
     return this.#sweep(Number.POSITIVE_INFINITY)
   }
 
+  /**
+   * Versions of a user key, oldest first: up to `history` of them (the store option), sets with
+   * their value and deletes and expiries as markers. A deleted key's log is kept for an hour
+   * (10 000 deleted keys at most); `clear()` and eviction drop the logs of the keys they remove.
+   */
+  async history(key: string, options?: StoreHistoryOptions): Promise<StoreVersion[]> {
+    this.#checkOpen()
+    const limit = historyLimit(options)
+    if (this.#depth === 0) {
+      throw InvalidArgumentError.format(
+        'history',
+        'is off in this memory store; create it with memoryStore({ history: n }) to keep n versions per key',
+      )
+    }
+    this.#live(key) // an entry past its deadline becomes its expire marker now
+    this.#pruneTombstones(this.#clock.now())
+    const log = this.#logs.get(key) ?? []
+    return lastVersions(log, limit).map((version) => ({
+      operation: version.operation,
+      revision: version.revision,
+      at: version.at,
+      value:
+        version.operation !== 'set'
+          ? undefined
+          : version.encoded
+            ? (version.value as Uint8Array).slice()
+            : this.#codec.encode(version.value),
+      expiresAt: version.expiresAt,
+    }))
+  }
+
+  /**
+   * Reports changes to user entries under `prefix` made through this store: writes (also through
+   * the `local` path), deletes, clears, evictions (as `delete`) and expiries (when a read or the
+   * sweep removes the entry, so within `sweepIntervalMs` of its deadline).
+   */
+  async watch(prefix: string, listener: StoreWatchListener): Promise<StoreWatch> {
+    this.#checkOpen()
+    return this.#watchers.add(prefix, listener)
+  }
+
   now(): number {
     return this.#clock.now()
   }
@@ -351,6 +434,9 @@ export class MemoryStore implements Store {
     if (this.#closed) return
     this.#closed = true
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer)
+    this.#watchers.interruptAll('the memory store was closed')
+    this.#logs.clear()
+    this.#tombstones.clear()
     this.#user.clear()
     this.#hand = this.#user.entries()
     this.#system.clear()
@@ -374,6 +460,7 @@ export class MemoryStore implements Store {
     if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) {
       this.#remove(key, entry)
       this.#expirations++
+      this.#changed('expire', key, entry)
       return undefined
     }
     return entry
@@ -394,6 +481,7 @@ export class MemoryStore implements Store {
     if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) {
       this.#remove(key, entry)
       this.#expirations++
+      this.#changed('expire', key, entry)
       return undefined
     }
     this.#touch(key, entry)
@@ -451,6 +539,9 @@ export class MemoryStore implements Store {
     const expiresAt = ttlMs === undefined ? 0 : this.#clock.now() + ttlMs
     const revision = ++this.#revision
     if (expiresAt !== 0) this.#heapPush(expiresAt, key)
+    if (user && (this.#depth > 0 || this.#watchers.active)) {
+      this.#recordSet(key, value, flags, revision, expiresAt)
+    }
     const previous = map.get(key)
     if (previous !== undefined) {
       // Rewrite in place: no Map delete and insert, no new record. The entry counts as used.
@@ -570,11 +661,109 @@ export class MemoryStore implements Store {
 
   #evict(key: string, entry: Entry): void {
     this.#remove(key, entry)
-    if (entry.expiresAt !== 0 && entry.expiresAt <= this.#clock.now()) {
+    const now = this.#clock.now()
+    if (entry.expiresAt !== 0 && entry.expiresAt <= now) {
       this.#expirations++
-    } else {
-      this.#evictions++
-      reportEviction({ store: this.name, count: 1, key })
+      this.#changed('expire', key, entry)
+      return
+    }
+    this.#evictions++
+    reportEviction({ store: this.name, count: 1, key })
+    // Eviction forgets the key, history included; watchers see it go as a delete.
+    this.#forget(key)
+    if (this.#watchers.active) this.#notify('delete', key, entry, now)
+  }
+
+  // ---- history and watch ------------------------------------------------------------------------
+
+  /** Logs and reports a write of a user key. */
+  #recordSet(
+    key: string,
+    value: unknown,
+    flags: number,
+    revision: number,
+    expiresAt: number,
+  ): void {
+    const at = this.#clock.now()
+    const encoded = (flags & ENCODED) !== 0
+    if (this.#depth > 0) {
+      this.#tombstones.delete(key)
+      this.#append(key, {
+        operation: 'set',
+        revision: String(revision),
+        at,
+        value,
+        encoded,
+        expiresAt: expiresAt === 0 ? null : expiresAt,
+      })
+    }
+    if (this.#watchers.active && this.#watchers.wants(key)) {
+      this.#watchers.emit({
+        type: 'set',
+        key,
+        revision: String(revision),
+        value: encoded ? (value as Uint8Array).slice() : this.#codec.encode(value),
+        at,
+      })
+    }
+  }
+
+  /** Logs a delete or expire marker for a removed user entry and reports it. */
+  #changed(operation: 'delete' | 'expire', key: string, entry: Entry): void {
+    if (!isUserKey(key) || (this.#depth === 0 && !this.#watchers.active)) return
+    const now = this.#clock.now()
+    const at = operation === 'expire' ? entry.expiresAt : now
+    const revision = String(++this.#revision)
+    if (this.#depth > 0) {
+      this.#append(key, {
+        operation,
+        revision,
+        at,
+        value: undefined,
+        encoded: false,
+        expiresAt: null,
+      })
+      this.#tombstones.delete(key)
+      this.#tombstones.set(key, now)
+      this.#pruneTombstones(now)
+    }
+    if (this.#watchers.active) this.#watchers.emit({ type: operation, key, revision, at })
+  }
+
+  /** Reports a removal that leaves no marker (clear, eviction). */
+  #notify(operation: 'delete' | 'expire', key: string, entry: Entry, now: number): void {
+    if (!isUserKey(key)) return
+    this.#watchers.emit({
+      type: operation,
+      key,
+      revision: String(++this.#revision),
+      at: operation === 'expire' ? entry.expiresAt : now,
+    })
+  }
+
+  #append(key: string, version: LoggedVersion): void {
+    let log = this.#logs.get(key)
+    if (log === undefined) {
+      log = []
+      this.#logs.set(key, log)
+    }
+    log.push(version)
+    if (log.length > this.#depth) log.shift()
+  }
+
+  /** Drops the log of a key. */
+  #forget(key: string): void {
+    if (this.#depth === 0) return
+    this.#logs.delete(key)
+    this.#tombstones.delete(key)
+  }
+
+  /** Drops deleted keys' logs older than the tombstone TTL, and the oldest beyond the cap. */
+  #pruneTombstones(now: number): void {
+    for (const [key, at] of this.#tombstones) {
+      if (at + TOMBSTONE_TTL_MS > now && this.#tombstones.size <= MAX_TOMBSTONES) break
+      this.#tombstones.delete(key)
+      this.#logs.delete(key)
     }
   }
 
@@ -617,9 +806,11 @@ export class MemoryStore implements Store {
       if (entry !== undefined && entry.expiresAt !== 0 && entry.expiresAt <= now) {
         this.#remove(key, entry)
         this.#expirations++
+        this.#changed('expire', key, entry)
         removed++
       }
     }
+    if (this.#tombstones.size > 0) this.#pruneTombstones(now)
     const live = this.#user.size + this.#system.size
     if (this.#heapAt.length > 2 * live + 1024) this.#rebuildHeap()
     return removed

@@ -54,7 +54,12 @@ import type {
   StoreCapabilities,
   StoreEntry,
   StoreHealth,
+  StoreHistoryOptions,
   StoreListOptions,
+  StoreChange,
+  StoreVersion,
+  StoreWatch,
+  StoreWatchListener,
   StoreWriteItem,
   StoreWriteOptions,
 } from '../../types/store.js'
@@ -134,27 +139,23 @@ export interface NatsStoreOptions {
   clock?: Clock
 }
 
-/** One version of a key, as returned by {@link NatsStore.history}. */
-export interface NatsHistoryEntry {
-  /** Revision (stream sequence) of this version. */
-  revision: Revision
-  /** `PUT` stored a value; `DEL` and `PURGE` deleted the key. */
-  operation: 'PUT' | 'DEL' | 'PURGE'
-  /** The stored bytes; empty for `DEL` and `PURGE`. */
-  value: Uint8Array
+/**
+ * One version of a key, as returned by {@link NatsStore.history}: a {@link StoreVersion} plus
+ * what the bucket itself recorded.
+ */
+export interface NatsHistoryEntry extends StoreVersion {
+  /** Revision (stream sequence) of this version; `undefined` only for an inferred expiry. */
+  revision: Revision | undefined
+  /** The KV operation: `PUT` stored a value; `DEL` and `PURGE` deleted the key. */
+  kvOperation: 'PUT' | 'DEL' | 'PURGE'
   /** When the server stored this version, in ms since the epoch (server clock). */
   time: number
-  /** Expiry deadline of a `PUT` written with a TTL (ms since the epoch), else `null`. */
-  expiresAt: number | null
   /** True for a `DEL` that flowcache wrote because the previous version's TTL had passed. */
   expired: boolean
 }
 
 /** Options of {@link NatsStore.history}. */
-export interface NatsHistoryOptions {
-  /** Return at most this many versions, the most recent ones. @default all the bucket keeps */
-  limit?: number
-}
+export type NatsHistoryOptions = StoreHistoryOptions
 
 const DEFAULT_BUCKET = 'flowcache'
 const DEFAULT_REQUEST_TIMEOUT_MS = 2000
@@ -180,15 +181,20 @@ const EMPTY = new Uint8Array(0)
 /** Operations that change nothing, so a timeout leaves no doubt about their effect. */
 const READ_OPERATIONS = new Set(['get', 'getMany', 'list', 'history', 'open the bucket'])
 
-const EMULATED_TTL: StoreCapabilities = Object.freeze({
-  persistent: true,
-  distributed: true,
-  ttl: 'emulated',
-  injectableClock: true,
-  quotas: false,
-  local: false,
-})
-const NATIVE_TTL: StoreCapabilities = Object.freeze({ ...EMULATED_TTL, ttl: 'native' })
+/** Capabilities of a store; `history` is the bucket's own setting once known. */
+function capabilitiesOf(ttl: 'native' | 'emulated', history: number): StoreCapabilities {
+  return Object.freeze({
+    persistent: true,
+    distributed: true,
+    ttl,
+    injectableClock: true,
+    quotas: false,
+    local: false,
+    history,
+    watch: 'shared',
+    watchExpiry: true,
+  })
+}
 
 /** What the store holds once connected and the bucket is open. */
 interface Session {
@@ -300,6 +306,7 @@ export class NatsStore implements Store {
   #stopStatus: (() => void) | undefined
   #watched: NatsConnection | undefined
   #nativeTtl = false
+  #capabilities: StoreCapabilities
   #sweeping: Promise<number> | undefined
   /** Set while the connection is down; calls fail fast instead of queueing behind a reconnect. */
   #disconnectedSince: number | undefined
@@ -315,6 +322,7 @@ export class NatsStore implements Store {
     if (this.#history > MAX_HISTORY) {
       throw InvalidArgumentError.format('history', `must be at most ${MAX_HISTORY} (NATS ADR-8)`)
     }
+    this.#capabilities = capabilitiesOf('emulated', this.#history)
     this.#maxAgeMs =
       options.maxAge === undefined ? undefined : parseDuration(options.maxAge, 'maxAge')
     this.#tombstoneTtlMs =
@@ -356,7 +364,7 @@ export class NatsStore implements Store {
    * TTL and where the server's TTL is used (system clock, history 1); otherwise `emulated`.
    */
   get capabilities(): StoreCapabilities {
-    return this.#nativeTtl ? NATIVE_TTL : EMULATED_TTL
+    return this.#capabilities
   }
 
   // ---- Store ----------------------------------------------------------------------------------
@@ -584,7 +592,10 @@ export class NatsStore implements Store {
 
   /**
    * Previous versions of a key, oldest first, with revision, server time and operation. The
-   * bucket keeps as many versions per key as its `history` setting.
+   * bucket keeps as many versions per key as its `history` setting (delete markers included,
+   * until the sweep removes markers older than `tombstoneTtl`). When the newest version is a
+   * value whose deadline has passed and no sweep or read has removed it yet, an `expire` version
+   * without revision is added at its deadline.
    */
   async history(key: string, options?: NatsHistoryOptions): Promise<NatsHistoryEntry[]> {
     this.#checkOpen()
@@ -594,9 +605,77 @@ export class NatsStore implements Store {
       const versions: NatsHistoryEntry[] = []
       for await (const { raw, message } of this.#scan(session, key, false, false)) {
         versions.push(toHistoryEntry(raw, message))
-        if (versions.length > limit) versions.shift()
       }
-      return versions
+      const last = versions.at(-1)
+      if (last?.operation === 'set' && last.expiresAt !== null) {
+        if (last.expiresAt <= this.#clock.now()) {
+          versions.push({
+            operation: 'expire',
+            revision: undefined,
+            at: last.expiresAt,
+            value: undefined,
+            expiresAt: null,
+            kvOperation: 'DEL',
+            time: last.expiresAt,
+            expired: true,
+          })
+        }
+      }
+      return versions.length > limit ? versions.slice(versions.length - limit) : versions
+    })
+  }
+
+  /**
+   * Reports changes to user entries under `prefix` from every process sharing the bucket,
+   * through an ordered push consumer of new messages only (a KV watch). Expiries are reported
+   * when flowcache writes their marker (the first read or sweep after the deadline, in any
+   * process); a marker's `at` is the deadline. After a disconnect the watch resumes where it
+   * was, so no change is lost while the stream keeps it.
+   */
+  async watch(prefix: string, listener: StoreWatchListener): Promise<StoreWatch> {
+    this.#checkOpen()
+    const filter = filterForPrefix(prefix)
+    if (filter === undefined) return { close: async () => undefined }
+    return this.#run('watch', async (session) => {
+      const consumer = await session.js.consumers.get(session.stream, {
+        filter_subjects: session.subjects + filter,
+        deliver_policy: DeliverPolicy.New,
+        headers_only: false,
+      })
+      const messages = await consumer.consume()
+      const prefixLength = session.subjects.length
+      let closed = false
+      const pump = async (): Promise<void> => {
+        for await (const message of messages) {
+          const key = message.subject.slice(prefixLength)
+          if (!key.startsWith(prefix) || !isUserKey(key)) continue
+          const change = toChange(
+            key,
+            toRawEntry(message.seq, message.data, message.headers),
+            message,
+          )
+          try {
+            listener.change(change)
+          } catch {
+            // A listener's bug must not stop the watch.
+          }
+        }
+      }
+      pump().then(
+        () => {
+          if (!closed) listener.interrupted?.('the NATS watch ended')
+        },
+        (error: unknown) => {
+          if (!closed) listener.interrupted?.(`the NATS watch failed: ${messageOf(error)}`)
+        },
+      )
+      return {
+        close: async () => {
+          if (closed) return
+          closed = true
+          await messages.close().catch(() => undefined)
+        },
+      }
     })
   }
 
@@ -741,6 +820,11 @@ export class NatsStore implements Store {
         config.allow_msg_ttl === true &&
         config.max_msgs_per_subject === 1 &&
         this.#clock === systemClock
+      // An existing bucket keeps its own history setting, whatever this store was given.
+      this.#capabilities = capabilitiesOf(
+        this.#nativeTtl ? 'native' : 'emulated',
+        Math.max(1, Math.min(MAX_HISTORY, config.max_msgs_per_subject)),
+      )
       this.#lastError = undefined
       return {
         nc,
@@ -1061,22 +1145,60 @@ function timeOf(message: JsMsg): number {
   return Math.floor(message.info.timestampNanos / 1_000_000)
 }
 
-function toHistoryEntry(raw: RawEntry, message: JsMsg): NatsHistoryEntry {
+/** The KV operation of a message and, for an expiry marker, the deadline it expired. */
+function kvOperationOf(message: { headers?: MsgHdrs | undefined }): {
+  kvOperation: 'PUT' | 'DEL' | 'PURGE'
+  expiredAt: number | undefined
+} {
   const headers = message.headers
   const operationHeader = headers?.get(OPERATION_HEADER) ?? ''
-  const operation =
+  const marker = (headers?.get(MARKER_REASON_HEADER) ?? '') !== ''
+  const kvOperation =
     operationHeader === 'DEL' || operationHeader === 'PURGE'
       ? operationHeader
-      : (headers?.get(MARKER_REASON_HEADER) ?? '') !== ''
+      : marker
         ? 'PURGE'
         : 'PUT'
+  const expiredText = headers?.get(EXPIRED_HEADER) ?? ''
+  const expiredAt =
+    kvOperation === 'DEL' && expiredText !== ''
+      ? Number(expiredText)
+      : marker && operationHeader === ''
+        ? Number.NaN // removed by the server's own per-message TTL
+        : undefined
+  return { kvOperation, expiredAt }
+}
+
+function toHistoryEntry(raw: RawEntry, message: JsMsg): NatsHistoryEntry {
+  const { kvOperation, expiredAt } = kvOperationOf(message)
+  const time = timeOf(message)
+  const expired = expiredAt !== undefined
+  const at = expired && Number.isSafeInteger(expiredAt) ? expiredAt : time
   return {
+    operation: kvOperation === 'PUT' ? 'set' : expired ? 'expire' : 'delete',
     revision: String(raw.seq),
-    operation,
-    value: operation === 'PUT' ? raw.value : EMPTY,
-    time: timeOf(message),
-    expiresAt: operation === 'PUT' ? raw.expiresAt : null,
-    expired: operation === 'DEL' && (headers?.get(EXPIRED_HEADER) ?? '') !== '',
+    at,
+    value: kvOperation === 'PUT' ? raw.value : undefined,
+    expiresAt: kvOperation === 'PUT' ? raw.expiresAt : null,
+    kvOperation,
+    time,
+    expired: kvOperation === 'DEL' && expired,
+  }
+}
+
+/** A watched message as a change. */
+function toChange(key: string, raw: RawEntry, message: JsMsg): StoreChange {
+  const { kvOperation, expiredAt } = kvOperationOf(message)
+  const time = timeOf(message)
+  if (kvOperation === 'PUT') {
+    return { type: 'set', key, revision: String(raw.seq), value: raw.value, at: time }
+  }
+  const expired = expiredAt !== undefined
+  return {
+    type: expired ? 'expire' : 'delete',
+    key,
+    revision: String(raw.seq),
+    at: expired && Number.isSafeInteger(expiredAt) ? expiredAt : time,
   }
 }
 

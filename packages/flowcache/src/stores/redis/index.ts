@@ -38,7 +38,11 @@ import type {
   StoreCapabilities,
   StoreEntry,
   StoreHealth,
+  StoreHistoryOptions,
   StoreListOptions,
+  StoreVersion,
+  StoreWatch,
+  StoreWatchListener,
   StoreWriteItem,
   StoreWriteOptions,
 } from '../../types/store.js'
@@ -51,7 +55,17 @@ import {
   toRedisKey,
 } from './keys.js'
 import { busChannel, RedisInvalidationBus } from './bus.js'
-import { DELETE_IF, GET_MANY, INCREMENT, SET_MANY, WRITE, type LuaScript } from './scripts.js'
+import {
+  DELETE_MANY,
+  FORGET_MANY,
+  GET_MANY,
+  INCREMENT,
+  SET_MANY,
+  WRITE,
+  type LuaScript,
+} from './scripts.js'
+import { changeChannel, historyKey, parseVersion, RedisWatch } from './changes.js'
+import { historyDepth, historyLimit, lastVersions } from '../changes.js'
 
 /** Options of {@link redisStore}. Give at most one of `url`, `client` and `cluster`. */
 export interface RedisStoreOptions {
@@ -89,6 +103,19 @@ export interface RedisStoreOptions {
   reconnectBaseMs?: number
   /** Longest reconnect delay, in ms. @default 2000 */
   reconnectMaxMs?: number
+  /**
+   * Versions kept per user key for `history()`, the current one included, up to 64 (flowgen's
+   * `history`): a LIST next to each entry, written by the same script as the entry. Each version
+   * holds its value, so history multiplies what a key costs in Redis; `0` keeps no log.
+   * @default 0
+   */
+  history?: number
+  /**
+   * Publish a change message (`set`/`delete`, revision, time, key; no value) from every write
+   * script to the channel of the key's hash tag, so that `watch()` works on every replica.
+   * Every process writing to the same keys should use the same setting. @default true
+   */
+  changes?: boolean
 }
 
 type Client = Redis | Cluster
@@ -251,14 +278,7 @@ let offlineQueueWarned = false
 /** The Redis store. Create it with {@link redisStore}. */
 export class RedisStore implements Store {
   readonly name = 'redis'
-  readonly capabilities: StoreCapabilities = {
-    persistent: true,
-    distributed: true,
-    ttl: 'native',
-    injectableClock: false,
-    quotas: false,
-    local: false,
-  }
+  readonly capabilities: StoreCapabilities
 
   readonly #client: Client
   readonly #ownsClient: boolean
@@ -280,8 +300,31 @@ export class RedisStore implements Store {
   #perfBase = 0
   #clockTimer: NodeJS.Timeout | undefined
   readonly #listeners: Array<[string, (...args: unknown[]) => void]>
+  /** Versions kept per user key ('0' = no log), as the scripts take it. */
+  readonly #depth: string
+  readonly #changes: boolean
 
   constructor(options: RedisStoreOptions = {}) {
+    const depth = historyDepth(options.history, 0)
+    this.#depth = String(depth)
+    this.#changes = options.changes ?? true
+    if (typeof this.#changes !== 'boolean') {
+      throw InvalidArgumentError.format(
+        'changes',
+        `must be a boolean; got ${String(this.#changes)}`,
+      )
+    }
+    this.capabilities = {
+      persistent: true,
+      distributed: true,
+      ttl: 'native',
+      injectableClock: false,
+      quotas: false,
+      local: false,
+      ...(depth > 0 ? { history: depth } : {}),
+      ...(this.#changes ? { watch: 'shared' as const } : {}),
+      watchExpiry: false,
+    }
     const given = [options.url, options.client, options.cluster].filter((o) => o !== undefined)
     checkNoKeyPrefix(options)
     if (given.length > 1) {
@@ -414,8 +457,8 @@ export class RedisStore implements Store {
           const scriptArgs: Array<string | Buffer> = []
           for (const index of batch) {
             const key = keys[index] as string
-            scriptKeys.push(toRedisKey(key), counterKey(hashTagOf(key)))
-            scriptArgs.push(values[index] as Buffer, ttls[index] as string)
+            scriptKeys.push(toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key))
+            scriptArgs.push(values[index] as Buffer, ttls[index] as string, ...this.#trackArgs(key))
           }
           const reply = replyArray('setMany', await this.#eval(SET_MANY, scriptKeys, scriptArgs))
           batch.forEach((index, j) => {
@@ -456,21 +499,39 @@ export class RedisStore implements Store {
     checkStoreKey(key)
     const redisKey = toRedisKey(key)
     const expected = options?.expected
-    if (expected === undefined) {
+    if (expected === undefined && !this.#tracked(key)) {
       return (await this.#call('delete', () => this.#client.unlink(redisKey))) > 0
     }
-    const deleted = await this.#call('delete', () => this.#eval(DELETE_IF, [redisKey], [expected]))
+    if (expected !== undefined && typeof expected !== 'string') return false
+    const deleted = await this.#call('delete', () =>
+      this.#eval(
+        DELETE_MANY,
+        [redisKey, counterKey(hashTagOf(key)), historyKey(key)],
+        [expected ?? '', ...this.#trackArgs(key)],
+      ),
+    )
     return deleted === 1
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
     for (const key of keys) checkStoreKey(key)
     if (keys.length === 0) return 0
+    const tracked = keys.some((key) => this.#tracked(key))
     const counts = await this.#call('deleteMany', () =>
       Promise.all(
-        this.#batches(keys).map((batch) =>
-          this.#client.unlink(...batch.map((i) => toRedisKey(keys[i] as string))),
-        ),
+        this.#batches(keys).map(async (batch) => {
+          if (!tracked)
+            return this.#client.unlink(...batch.map((i) => toRedisKey(keys[i] as string)))
+          // One marker per key: a key given twice is deleted once.
+          const unique = [...new Set(batch.map((i) => keys[i] as string))]
+          const reply = await this.#eval(
+            DELETE_MANY,
+            unique.flatMap((key) => [toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key)]),
+            ['', ...unique.flatMap((key) => this.#trackArgs(key))],
+          )
+          if (typeof reply !== 'number') throw unexpectedReply('deleteMany', reply)
+          return reply
+        }),
       ),
     )
     return counts.reduce((sum, count) => sum + count, 0)
@@ -494,8 +555,8 @@ export class RedisStore implements Store {
         await this.#call('increment', () =>
           this.#eval(
             INCREMENT,
-            [toRedisKey(key), counterKey(hashTagOf(key))],
-            [String(by), initial, ttl],
+            [toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key)],
+            [String(by), initial, ttl, ...this.#trackArgs(key)],
           ),
         ),
       )
@@ -550,17 +611,101 @@ export class RedisStore implements Store {
         }
         if (doomed.length === 0) continue
         // Through the main client, not the node: it follows a slot that moved since the SCAN.
+        // With history or changes on, a script drops each key's log and reports the delete.
+        const tracked = this.#depth !== '0' || this.#changes
         const counts = await this.#call('clear', () =>
           Promise.all(
-            this.#batches(doomed).map((batch) =>
-              this.#client.unlink(...batch.map((i) => toRedisKey(doomed[i] as string))),
-            ),
+            this.#batches(doomed).map(async (batch) => {
+              const batchKeys = batch.map((i) => doomed[i] as string)
+              if (!tracked) return this.#client.unlink(...batchKeys.map(toRedisKey))
+              const reply = await this.#eval(
+                FORGET_MANY,
+                batchKeys.flatMap((key) => [toRedisKey(key), historyKey(key)]),
+                batchKeys.flatMap((key) => [this.#trackArgs(key)[1], key]),
+              )
+              if (typeof reply !== 'number') throw unexpectedReply('clear', reply)
+              return reply
+            }),
           ),
         )
         for (const count of counts) removed += count
       } while (cursor !== '0')
     }
     return removed
+  }
+
+  /**
+   * Versions of a user key, oldest first, from the LIST next to the entry: up to `history` of
+   * them (the store option), sets with their value and deletes as markers. A deleted key's log
+   * expires an hour after the delete; `clear()` drops the logs of the keys it removes. Redis
+   * expires entries without running a script, so an expiry leaves no marker: when the newest
+   * version is a value whose deadline has passed, an `expire` without revision is added at it.
+   */
+  async history(key: string, options?: StoreHistoryOptions): Promise<StoreVersion[]> {
+    checkStoreKey(key)
+    const limit = historyLimit(options)
+    if (this.#depth === '0') {
+      throw InvalidArgumentError.format(
+        'history',
+        'is off in this redis store; create it with redisStore({ history: n }) to keep n versions per key',
+      )
+    }
+    const items = await this.#call('history', () =>
+      this.#client.lrangeBuffer(historyKey(key), 0, -1),
+    )
+    const versions = items.reverse().map((item) => parseVersion(item))
+    const last = versions.at(-1)
+    if (last?.operation === 'set' && last.expiresAt !== null && last.expiresAt <= this.now()) {
+      versions.push({
+        operation: 'expire',
+        revision: undefined,
+        at: last.expiresAt,
+        value: undefined,
+        expiresAt: null,
+      })
+    }
+    return lastVersions(versions, limit)
+  }
+
+  /**
+   * Reports changes to user entries under `prefix` from every process writing with `changes`
+   * on, over Redis pub/sub on a connection of its own: the channel of the prefix's hash tag, or
+   * a pattern over the tags when the prefix is above a first-level namespace. Values are not
+   * sent. Expiries are reported only on a standalone server whose `notify-keyspace-events`
+   * includes `Ex` (keyspace notifications); otherwise Redis expires entries silently.
+   * Pub/sub is at-most-once: a dropped connection is reported as `interrupted`.
+   */
+  async watch(prefix: string, listener: StoreWatchListener): Promise<StoreWatch> {
+    this.#checkOpen()
+    if (!this.#changes) {
+      throw InvalidArgumentError.format(
+        'watch',
+        'needs a redis store with changes on; create it with redisStore({ changes: true })',
+      )
+    }
+    scanPattern(prefix) // checks the prefix
+    const watch = new RedisWatch(this.#client, prefix, listener, () => this.now())
+    try {
+      await this.#call('watch', () => watch.start())
+    } catch (error) {
+      await watch.close()
+      throw error
+    }
+    return watch
+  }
+
+  /** Whether writes of `key` are logged or published. */
+  #tracked(key: string): boolean {
+    return (this.#depth !== '0' || this.#changes) && isUserKey(key)
+  }
+
+  /**
+   * History depth, change channel and store key a script records a change of `key` with: no
+   * log and no channel for system keys.
+   */
+  #trackArgs(key: string): [string, string, string] {
+    const user = isUserKey(key)
+    return [user ? this.#depth : '0', this.#changes && user ? changeChannel(key) : '', key]
   }
 
   /**
@@ -858,8 +1003,8 @@ export class RedisStore implements Store {
     const reply = await this.#call(operation, () =>
       this.#eval(
         WRITE,
-        [toRedisKey(key), counterKey(hashTagOf(key))],
-        [mode, expected, bytes, ttl],
+        [toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key)],
+        [mode, expected, bytes, ttl, ...this.#trackArgs(key)],
       ),
     )
     if (reply === null) return undefined

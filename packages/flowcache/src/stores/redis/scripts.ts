@@ -22,6 +22,9 @@ export interface LuaScript {
  */
 export const COUNTER_TTL_MS = 3_600_000
 
+/** How long the version log of a deleted key is kept after its delete marker, in ms (one hour). */
+export const TOMBSTONE_TTL_MS = 3_600_000
+
 // Helpers shared by the writing scripts. Lua numbers are doubles: every integer here (µs and ms
 // since the epoch, counters) stays below 2^53, and '%.0f' prints them without an exponent, which
 // tostring() and redis.call's own number conversion (%.14g) would not.
@@ -53,6 +56,29 @@ local function now_ms()
   return clock_ms
 end
 
+-- Records one change of a user entry: appends it to the key's version log (a LIST, newest first,
+-- trimmed to depth; each item is 'op|revision|at|deadline|' followed by the value bytes) and
+-- publishes 'op|revision|at|store key' on the tag's change channel. depth '0' keeps no log and
+-- channel '' publishes nothing. The log outlives the entry by ${TOMBSTONE_TTL_MS} ms, so it can
+-- show a delete marker or an expired last value for that long.
+local function record(hkey, op, revision, value, x, depth, channel, storekey)
+  local at = fmt(now_ms())
+  if depth ~= '0' then
+    redis.call('LPUSH', hkey, op .. '|' .. revision .. '|' .. at .. '|' .. (x or '') .. '|' .. (value or ''))
+    redis.call('LTRIM', hkey, 0, tonumber(depth) - 1)
+    if op ~= 'set' then
+      redis.call('PEXPIRE', hkey, ${TOMBSTONE_TTL_MS})
+    elseif x and x ~= '' then
+      redis.call('PEXPIREAT', hkey, fmt(tonumber(x) + ${TOMBSTONE_TTL_MS}))
+    else
+      redis.call('PERSIST', hkey)
+    end
+  end
+  if channel ~= '' then
+    redis.call('PUBLISH', channel, op .. '|' .. revision .. '|' .. at .. '|' .. storekey)
+  end
+end
+
 -- Replaces whatever is at key (fields, TTL, even another type) with a fresh entry.
 -- ttl is '' for no expiry or a positive integer of ms.
 local function put(key, value, revision, ttl)
@@ -73,10 +99,10 @@ function script(name: string, body: string): LuaScript {
 }
 
 /**
- * One conditional write. KEYS: entry, counter. ARGV: mode (`set`, `create`, `cas`), expected
- * revision (`cas`), value, ttl (`''`, ms, or `keep` to keep the entry's deadline, with `cas`).
- * Returns the new revision, or nil when the condition failed. Redis expires lazily on access, so
- * an expired entry is absent here.
+ * One conditional write. KEYS: entry, counter, version log. ARGV: mode (`set`, `create`, `cas`),
+ * expected revision (`cas`), value, ttl (`''`, ms, or `keep` to keep the entry's deadline, with
+ * `cas`), history depth, change channel, store key (see `record`). Returns the new revision, or
+ * nil when the condition failed. Redis expires lazily on access, so an expired entry is absent.
  */
 export const WRITE = script(
   'write',
@@ -94,24 +120,79 @@ if ttl == 'keep' then
 else
   put(key, value, revision, ttl)
 end
+if ARGV[5] ~= '0' or ARGV[6] ~= '' then
+  record(KEYS[3], 'set', revision, value, redis.call('HGET', key, 'x'), ARGV[5], ARGV[6], ARGV[7])
+end
 return revision
 `,
 )
 
 /**
- * Unconditional writes of many entries. KEYS: entry1, counter1, entry2, counter2, …
- * ARGV: value1, ttl1, value2, ttl2, … (parallel to KEYS). Returns the revisions in order.
+ * Unconditional writes of many entries. KEYS: entry1, counter1, log1, entry2, counter2, log2, …
+ * ARGV: per entry its value, ttl, history depth, change channel and store key.
+ * Returns the revisions in order.
  */
 export const SET_MANY = script(
   'setMany',
   `
 local revisions = {}
-for i = 1, #KEYS, 2 do
-  local revision = fmt(reserve(KEYS[i + 1], 1))
-  put(KEYS[i], ARGV[i], revision, ARGV[i + 1])
+for i = 1, #KEYS / 3 do
+  local k, a = 3 * i - 2, 5 * i - 4
+  local revision = fmt(reserve(KEYS[k + 1], 1))
+  put(KEYS[k], ARGV[a], revision, ARGV[a + 1])
+  if ARGV[a + 2] ~= '0' or ARGV[a + 3] ~= '' then
+    record(KEYS[k + 2], 'set', revision, ARGV[a], redis.call('HGET', KEYS[k], 'x'), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  end
   revisions[#revisions + 1] = revision
 end
 return revisions
+`,
+)
+
+/**
+ * Deletes entries, leaving a delete marker in their log. KEYS: entry1, counter1, log1, …
+ * ARGV: expected revision (`''` = any), then per entry its history depth, change channel and
+ * store key. Returns how many entries existed (and were deleted).
+ */
+export const DELETE_MANY = script(
+  'deleteMany',
+  `
+local expected = ARGV[1]
+local deleted = 0
+for i = 1, #KEYS / 3 do
+  local k, a = 3 * i - 2, 3 * i - 1
+  local current = redis.call('HGET', KEYS[k], 'r')
+  if current and (expected == '' or current == expected) then
+    redis.call('DEL', KEYS[k])
+    deleted = deleted + 1
+    if ARGV[a] ~= '0' or ARGV[a + 1] ~= '' then
+      record(KEYS[k + 2], 'delete', fmt(reserve(KEYS[k + 1], 1)), nil, nil, ARGV[a], ARGV[a + 1], ARGV[a + 2])
+    end
+  end
+end
+return deleted
+`,
+)
+
+/**
+ * Deletes entries and their version logs (`clear`). KEYS: entry1, log1, entry2, log2, …
+ * ARGV: per entry its change channel and store key. Returns how many entries existed.
+ */
+export const FORGET_MANY = script(
+  'forgetMany',
+  `
+local deleted = 0
+for i = 1, #KEYS / 2 do
+  local k = 2 * i - 1
+  if redis.call('DEL', KEYS[k]) == 1 then
+    deleted = deleted + 1
+    if ARGV[k] ~= '' then
+      redis.call('PUBLISH', ARGV[k], 'delete||' .. fmt(now_ms()) .. '|' .. ARGV[k + 1])
+    end
+  end
+  redis.call('DEL', KEYS[k + 1])
+end
+return deleted
 `,
 )
 
@@ -130,20 +211,10 @@ return out
 `,
 )
 
-/** Fenced delete. KEYS: entry. ARGV: expected revision. Returns 1 if deleted, else 0. */
-export const DELETE_IF = script(
-  'deleteIf',
-  `
-if redis.call('HGET', KEYS[1], 'r') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-`,
-)
-
 /**
- * Adds to a number stored as JSON text. KEYS: entry, counter. ARGV: by (JS number text), the
- * encoded value of `by` for a missing entry, ttl for a missing entry ('' or ms).
+ * Adds to a number stored as JSON text. KEYS: entry, counter, version log. ARGV: by (JS number
+ * text), the encoded value of `by` for a missing entry, ttl for a missing entry ('' or ms),
+ * history depth, change channel, store key.
  * Returns `{'new'}` when it created the entry, `{'sum', text}` with the new JSON text, or
  * `{'codec'}` when the stored text is not a plain JSON number or the sum is not finite: the
  * caller then decides with its codec (tagged numbers, NaN, or not a number at all).
@@ -192,9 +263,14 @@ local function number_text(x)
 end
 
 local key, counter = KEYS[1], KEYS[2]
+local tracked = ARGV[4] ~= '0' or ARGV[5] ~= ''
 local current = redis.call('HGET', key, 'v')
 if not current then
-  put(key, ARGV[2], fmt(reserve(counter, 1)), ARGV[3])
+  local revision = fmt(reserve(counter, 1))
+  put(key, ARGV[2], revision, ARGV[3])
+  if tracked then
+    record(KEYS[3], 'set', revision, ARGV[2], redis.call('HGET', key, 'x'), ARGV[4], ARGV[5], ARGV[6])
+  end
   return {'new'}
 end
 local n = json_number(current)
@@ -203,7 +279,11 @@ local sum = n + tonumber(ARGV[1])
 if sum ~= sum or sum == math.huge or sum == -math.huge then return {'codec'} end
 local text = number_text(sum)
 -- HSET keeps the key's TTL and its 'x' field: an existing counter keeps its deadline.
-redis.call('HSET', key, 'v', text, 'r', fmt(reserve(counter, 1)))
+local revision = fmt(reserve(counter, 1))
+redis.call('HSET', key, 'v', text, 'r', revision)
+if tracked then
+  record(KEYS[3], 'set', revision, text, redis.call('HGET', key, 'x'), ARGV[4], ARGV[5], ARGV[6])
+end
 return {'sum', text}
 `,
 )

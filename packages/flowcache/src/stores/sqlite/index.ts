@@ -39,13 +39,20 @@ import type {
   Revision,
   Store,
   StoreCapabilities,
+  StoreChange,
   StoreEntry,
+  StoreHistoryOptions,
   StoreListOptions,
   StoreStats,
+  StoreVersion,
+  StoreWatch,
+  StoreWatchListener,
   StoreWriteItem,
   StoreWriteOptions,
 } from '../../types/store.js'
 import { prepareSchema } from './schema.js'
+import { prepareHistory, type HistoryStatements } from './history.js'
+import { TOMBSTONE_TTL_MS, Watchers, historyDepth, historyLimit, lastVersions } from '../changes.js'
 import {
   prefixRange,
   prepareStatements,
@@ -105,6 +112,12 @@ export interface SqliteStoreOptions {
    * @default 5000
    */
   busyTimeoutMs?: number
+  /**
+   * Versions kept per user key for `history()`, the current one included, up to 64 (flowgen's
+   * `history`). Each version is a row with its value, so history multiplies what a key costs on
+   * disk and adds a row write to every write; `0` keeps no log. @default 0
+   */
+  history?: number
 }
 
 /** A namespace quota: limits of the user entries under one prefix. */
@@ -214,14 +227,7 @@ function hintFor(code: string, busyTimeoutMs: number): string {
 /** The SQLite store. Create it with {@link sqliteStore}. */
 export class SqliteStore implements Store {
   readonly name = 'sqlite'
-  readonly capabilities: StoreCapabilities = {
-    persistent: true,
-    distributed: false,
-    ttl: 'emulated',
-    injectableClock: true,
-    quotas: true,
-    local: false,
-  }
+  readonly capabilities: StoreCapabilities
   /** The database file, as given. */
   readonly path: string
   /** The fsync policy in use. */
@@ -253,6 +259,12 @@ export class SqliteStore implements Store {
   /** Counters kept at close, so `stats()` still answers afterwards. */
   #finalStats: StoreStats | undefined
   readonly #sweepTimer: NodeJS.Timeout | undefined
+  /** Versions kept per user key; 0 = no log. */
+  readonly #depth: number
+  readonly #log: HistoryStatements
+  readonly #watchers = new Watchers()
+  /** Changes of the running write transaction, delivered to watchers once it commits. */
+  #txChanges: StoreChange[] = []
 
   constructor(options: SqliteStoreOptions) {
     if (typeof options !== 'object' || options === null) {
@@ -279,6 +291,18 @@ export class SqliteStore implements Store {
     this.#busyTimeoutMs = delayMs(options.busyTimeoutMs, 'busyTimeoutMs', DEFAULT_BUSY_TIMEOUT_MS)
     const sweepMs = delayMs(options.sweepIntervalMs, 'sweepIntervalMs', 1000)
     this.#clock = options.clock ?? systemClock
+    this.#depth = historyDepth(options.history, 0)
+    this.capabilities = {
+      persistent: true,
+      distributed: false,
+      ttl: 'emulated',
+      injectableClock: true,
+      quotas: true,
+      local: false,
+      ...(this.#depth > 0 ? { history: this.#depth } : {}),
+      watch: 'process',
+      watchExpiry: true,
+    }
 
     const Database = loadDriver()
     this.#SqliteError = Database.SqliteError
@@ -316,6 +340,7 @@ export class SqliteStore implements Store {
       db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT}`)
       prepareSchema(db, path)
       this.#sql = prepareStatements(db)
+      this.#log = prepareHistory(db)
       this.#tx = db.transaction((body: () => unknown) => body())
       this.#tick = this.#sql.maxTick.get()?.tick ?? 0
     } catch (error) {
@@ -414,6 +439,7 @@ export class SqliteStore implements Store {
       if (head !== undefined) {
         if (isLive(head, now)) return undefined
         this.#txExpirations++ // replaced below because its TTL passed
+        this.#removed('expire', key, head.expires_at ?? now)
       }
       const revision = this.#nextRevisions(1)
       this.#put(key, value, this.#deadline(now, ttlMs), revision)
@@ -447,6 +473,7 @@ export class SqliteStore implements Store {
         expected === undefined
           ? this.#sql.deleteLive.run({ key, now })
           : this.#sql.deleteFenced.run({ key, now, expected })
+      if (result.changes > 0) this.#removed('delete', key, now)
       return result.changes > 0
     })
   }
@@ -455,7 +482,11 @@ export class SqliteStore implements Store {
     if (keys.length === 0) return this.#guard('deleteMany', () => 0)
     return this.#write('deleteMany', (now) => {
       let deleted = 0
-      for (const key of keys) deleted += this.#sql.deleteLive.run({ key, now }).changes
+      for (const key of keys) {
+        if (this.#sql.deleteLive.run({ key, now }).changes === 0) continue
+        deleted++
+        this.#removed('delete', key, now)
+      }
       return deleted
     })
   }
@@ -490,6 +521,21 @@ export class SqliteStore implements Store {
   async clear(prefix: string): Promise<number> {
     const range = prefixRange(prefix)
     return this.#write('clear', (now) => {
+      if (this.#watchers.active) {
+        for (const row of this.#log.rangeKeys.all(range)) {
+          const expired = row.expires_at !== null && row.expires_at <= now
+          this.#txChanges.push({
+            type: expired ? 'expire' : 'delete',
+            key: row.key,
+            at: expired ? (row.expires_at as number) : now,
+          })
+        }
+      }
+      // A cleared namespace is forgotten, history included.
+      if (this.#depth > 0) {
+        this.#log.forgetRange.run(range)
+        this.#log.unmarkRange.run(range)
+      }
       const removed = this.#sql.clearLive.run({ ...range, now }).changes
       // Expired rows go too, without counting as cleared: for the caller they were gone already.
       this.#txExpirations += this.#sql.clearExpired.run({ ...range, now }).changes
@@ -515,6 +561,102 @@ export class SqliteStore implements Store {
       this.#quotas.set(prefix, quota)
       this.#enforceQuota(quota, now)
     })
+  }
+
+  // ---- history and watch ------------------------------------------------------------------------
+
+  /**
+   * Versions of a user key, oldest first: up to `history` of them (the store option), sets with
+   * their value and deletes and expiries as markers. A deleted key's log is kept for an hour;
+   * `clear()` and eviction drop the logs of the keys they remove. An entry past its deadline
+   * that the sweep has not removed yet shows as an `expire` without revision at its deadline.
+   */
+  async history(key: string, options?: StoreHistoryOptions): Promise<StoreVersion[]> {
+    const limit = historyLimit(options)
+    if (this.#depth === 0) {
+      throw InvalidArgumentError.format(
+        'history',
+        'is off in this sqlite store; create it with sqliteStore({ path, history: n }) to keep n versions per key',
+      )
+    }
+    return this.#guard('history', () => {
+      const versions: StoreVersion[] = this.#log.versions.all(key).map((row) => ({
+        operation: row.operation,
+        revision: String(row.revision),
+        at: row.at,
+        value: row.value === null ? undefined : bytesOf(row.value),
+        expiresAt: row.expires_at,
+      }))
+      const last = versions.at(-1)
+      if (
+        last?.operation === 'set' &&
+        last.expiresAt !== null &&
+        last.expiresAt <= this.#clock.now()
+      ) {
+        versions.push({
+          operation: 'expire',
+          revision: undefined,
+          at: last.expiresAt,
+          value: undefined,
+          expiresAt: null,
+        })
+      }
+      return lastVersions(versions, limit)
+    })
+  }
+
+  /**
+   * Reports changes to user entries under `prefix` made through this store object, once their
+   * transaction commits. Writes by other processes (or other store objects on the same file) are
+   * not reported. Expiries are reported when the sweep removes the entry (every
+   * `sweepIntervalMs`), evictions as `delete`.
+   */
+  async watch(prefix: string, listener: StoreWatchListener): Promise<StoreWatch> {
+    return this.#guard('watch', () => this.#watchers.add(prefix, listener))
+  }
+
+  /** Whether writes must log versions or collect changes. */
+  #tracking(): boolean {
+    return this.#depth > 0 || this.#watchers.active
+  }
+
+  /** Logs a write of a user key (inside the write transaction). */
+  #written(key: string, value: Uint8Array, expiresAt: number | null, revision: number): void {
+    const at = this.#clock.now()
+    if (this.#depth > 0) {
+      this.#log.append.run({ key, revision, operation: 'set', at, expiresAt, value })
+      this.#log.trim.run({ key, keep: this.#depth })
+      this.#log.unmark.run(key)
+    }
+    if (this.#watchers.active) {
+      // The driver may reuse nothing of ours, but the caller may reuse its buffer: copy.
+      this.#txChanges.push({
+        type: 'set',
+        key,
+        revision: String(revision),
+        value: value.slice(),
+        at,
+      })
+    }
+  }
+
+  /** Logs a delete or expire marker for a removed user entry (inside the write transaction). */
+  #removed(operation: 'delete' | 'expire', key: string, at: number): void {
+    if (!isUserKey(key) || !this.#tracking()) return
+    const revision = this.#nextRevisions(1)
+    if (this.#depth > 0) {
+      this.#log.append.run({ key, revision, operation, at, expiresAt: null, value: null })
+      this.#log.trim.run({ key, keep: this.#depth })
+      this.#log.mark.run({ key, at: this.#clock.now() })
+    }
+    if (this.#watchers.active) {
+      this.#txChanges.push({ type: operation, key, revision: String(revision), at })
+    }
+  }
+
+  /** Delivers the changes of a committed transaction. */
+  #deliver(changes: StoreChange[]): void {
+    for (const change of changes) this.#watchers.emit(change)
   }
 
   // ---- maintenance ----------------------------------------------------------------------------
@@ -551,6 +693,7 @@ export class SqliteStore implements Store {
       expirations: this.#expirations,
     }
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer)
+    this.#watchers.interruptAll('the sqlite store was closed')
     this.#touches.clear()
     try {
       this.#db.close()
@@ -603,6 +746,7 @@ export class SqliteStore implements Store {
       this.#txExpirations = 0
       this.#txQuotas.clear()
       this.#txUser = false
+      this.#txChanges = []
       let result: T
       try {
         result = this.#tx.immediate(() => {
@@ -625,6 +769,9 @@ export class SqliteStore implements Store {
       this.#evictions += this.#txEvictions
       if (this.#txEvictions > 0) reportEviction({ store: this.name, count: this.#txEvictions })
       this.#expirations += this.#txExpirations
+      const changes = this.#txChanges
+      this.#txChanges = []
+      if (changes.length > 0) this.#deliver(changes)
       return result
     })
   }
@@ -682,6 +829,7 @@ export class SqliteStore implements Store {
     if (!user) return
     this.#txUser = true
     for (const quota of this.#quotasOf(key)) this.#txQuotas.add(quota)
+    if (this.#tracking()) this.#written(key, value, expiresAt, revision)
   }
 
   /** Records a read of a user entry for LRU; applied by the next write transaction. */
@@ -751,8 +899,21 @@ export class SqliteStore implements Store {
     this.#sql.deleteKey.run(victim.key)
     usage.entries--
     usage.bytes -= victim.size
-    if (victim.expires_at !== null && victim.expires_at <= now) this.#txExpirations++
+    const expired = victim.expires_at !== null && victim.expires_at <= now
+    if (expired) this.#txExpirations++
     else this.#txEvictions++
+    // Eviction forgets the key, history included; watchers see it go.
+    if (this.#depth > 0) {
+      this.#log.forget.run(victim.key)
+      this.#log.unmark.run(victim.key)
+    }
+    if (this.#watchers.active) {
+      this.#txChanges.push({
+        type: expired ? 'expire' : 'delete',
+        key: victim.key,
+        at: expired ? (victim.expires_at as number) : now,
+      })
+    }
   }
 
   /** Deletes expired rows in batches of their own transaction, up to `budget`; returns how many. */
@@ -763,14 +924,35 @@ export class SqliteStore implements Store {
       // Look before taking the write lock: most sweeps find nothing to do.
       if (this.#sql.anyExpired.get(now) === undefined) break
       const limit = Math.min(SWEEP_BATCH, budget - removed)
-      const deleted = this.#tx.immediate(
-        () => this.#sql.sweepBatch.run({ now, limit }).changes,
-      ) as number
+      const changes: StoreChange[] = []
+      const deleted = this.#tx.immediate(() => {
+        if (!this.#tracking()) return this.#sql.sweepBatch.run({ now, limit }).changes
+        this.#txChanges = changes
+        const rows = this.#log.sweepReturning.all({ now, limit })
+        for (const row of rows) {
+          if (row.is_user === 1) this.#removed('expire', row.key, row.expires_at)
+        }
+        return rows.length
+      }) as number
+      this.#txChanges = []
       this.#expirations += deleted
       removed += deleted
+      if (changes.length > 0) this.#deliver(changes)
       if (deleted < limit) break
     }
+    if (this.#depth > 0) this.#dropOldTombstones()
     return removed
+  }
+
+  /** Drops the logs of keys deleted more than an hour ago. */
+  #dropOldTombstones(): void {
+    const before = this.#clock.now() - TOMBSTONE_TTL_MS
+    // Look before taking the write lock, as the sweep does.
+    if (this.#log.anyOld.get(before) === undefined) return
+    this.#tx.immediate(() => {
+      this.#log.dropOld.run(before)
+      this.#log.unmarkOld.run(before)
+    })
   }
 
   #background(): void {
