@@ -92,6 +92,14 @@ export class NotLeaderError extends FlowcacheError {
   static override readonly code = 'E_NOT_LEADER'
 }
 
+/**
+ * A `getOrSet` factory did not settle within its hard timeout (`timeout.hard`), and no stale value
+ * was available to serve instead. The factory's `ctx.signal` was aborted with this error.
+ */
+export class FactoryTimeoutError extends FlowcacheError {
+  static override readonly code = 'E_FACTORY_TIMEOUT'
+}
+
 /** Every error class by its code, for callers that map codes (HTTP statuses, script errors). */
 export const errors = {
   E_FLOWCACHE: FlowcacheError,
@@ -107,6 +115,7 @@ export const errors = {
   E_LOCK_LOST: LockLostError,
   E_LOCK_TIMEOUT: LockTimeoutError,
   E_NOT_LEADER: NotLeaderError,
+  E_FACTORY_TIMEOUT: FactoryTimeoutError,
 } as const
 
 /** Union of every stable error code. */

@@ -12,13 +12,21 @@ export type {
   CacheEntry,
   CacheHealth,
   CacheOptions,
-  GetOrSetOptions,
   ListKeysOptions,
   NamespaceOptions,
   SetManyItem,
   SetOptions,
 } from './core/cache.js'
 export type { CacheStats, LatencySummary } from './core/stats.js'
+export type {
+  Factory,
+  FactoryContext,
+  GetOrSetOptions,
+  GetOrSetResult,
+  GetOrSetStats,
+} from './core/get-or-set.js'
+export { hashArguments } from './core/memoize.js'
+export type { Memoized, MemoizedResult, MemoizeOptions } from './core/memoize.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export type { Clock } from './core/clock.js'
 export { silentLogger, stderrLogger } from './core/logger.js'

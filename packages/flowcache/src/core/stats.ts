@@ -5,6 +5,7 @@
  */
 
 import type { RateLimitStats } from '../coord/rate-limit.js'
+import type { GetOrSetStats } from './get-or-set.js'
 import type { L1Stats } from '../tiers/l1.js'
 
 /** Latency of one operation, from sampled calls, in milliseconds. */
@@ -43,6 +44,8 @@ export interface CacheStats {
   fallback: { active: boolean; activations: number }
   /** Rate-limit outcomes of all namespaces: allowed, denied, failed open, failed closed, lost races. */
   rateLimits: RateLimitStats
+  /** `getOrSet` and `memoize` outcomes of all namespaces: hits, misses, factory calls, grace, timeouts, refreshes. */
+  getOrSet: GetOrSetStats
   /** The L1 tier's counters, when the cache has one. */
   l1?: L1Stats
 }
