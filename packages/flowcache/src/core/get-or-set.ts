@@ -445,8 +445,9 @@ function withHardTimeout(
   const { hardMs } = load.plan
   if (hardMs === undefined) return work
   const state = load.host.state
-  return new Promise<Outcome>((resolve, reject) => {
-    const timer = setTimeout(() => {
+  let timer: NodeJS.Timeout | undefined
+  const timedOut = new Promise<Outcome>((resolve, reject) => {
+    timer = setTimeout(() => {
       const error = new FactoryTimeoutError(
         `the getOrSet factory of key "${load.key}" did not settle within ${formatDuration(hardMs)} (timeout.hard); make it faster, raise the timeout, or set grace to serve the last good value meanwhile`,
       )
@@ -458,17 +459,8 @@ function withHardTimeout(
         resolve({ value: copy.v, stale: true })
       })
     }, hardMs)
-    work.then(
-      (outcome) => {
-        clearTimeout(timer)
-        resolve(outcome)
-      },
-      (error: unknown) => {
-        clearTimeout(timer)
-        reject(error)
-      },
-    )
   })
+  return Promise.race([work, timedOut]).finally(() => clearTimeout(timer))
 }
 
 /** After the soft timeout, answers with the grace copy if there is one; the flight goes on. */
@@ -480,29 +472,23 @@ function withSoftTimeout(
 ): Promise<Outcome> {
   const { softMs } = plan
   if (softMs === undefined) return done
-  return new Promise<Outcome>((resolve, reject) => {
-    let settled = false
-    const timer = setTimeout(() => {
+  let settled = false
+  const markSettled = (): void => {
+    settled = true
+  }
+  done.then(markSettled, markSettled)
+  let timer: NodeJS.Timeout | undefined
+  // Resolves with the grace copy once the soft timeout passes; never, when there is none.
+  const soft = new Promise<Outcome>((resolve) => {
+    timer = setTimeout(() => {
       void stale.then((copy) => {
         if (copy === undefined || settled) return
-        settled = true
         state.counters.softTimeouts++
         resolve({ value: copy.v, stale: true })
       })
     }, softMs)
-    done.then(
-      (outcome) => {
-        settled = true
-        clearTimeout(timer)
-        resolve(outcome)
-      },
-      (error: unknown) => {
-        settled = true
-        clearTimeout(timer)
-        reject(error)
-      },
-    )
   })
+  return Promise.race([done, soft]).finally(() => clearTimeout(timer))
 }
 
 /** Everything one flight needs. */
@@ -549,6 +535,12 @@ async function loadDistributed(
         Math.max(10, Math.floor(options.lockTtlMs / 3)),
       )
       keepAlive.unref()
+      // At the hard timeout the flight is abandoned: a hanging factory must not hold the key.
+      const stop = (): void => {
+        clearInterval(keepAlive)
+        void lock.release().catch(() => false)
+      }
+      signal.addEventListener('abort', stop, { once: true })
       try {
         if (!load.refresh || attempt > 0) {
           const again = await host.reread(load.storeKey)
@@ -556,8 +548,8 @@ async function loadDistributed(
         }
         return await compute(load, copy)
       } finally {
-        clearInterval(keepAlive)
-        await lock.release().catch(() => false)
+        signal.removeEventListener('abort', stop)
+        stop()
       }
     }
     host.state.counters.lockWaits++
@@ -606,7 +598,7 @@ async function compute(load: Load, copy: GraceCopy | undefined): Promise<Outcome
 function graceCopyOf(stored: unknown): GraceCopy | undefined {
   if (typeof stored !== 'object' || stored === null || !('v' in stored)) return undefined
   const ms = (stored as { ms?: unknown }).ms
-  return { v: (stored as { v: unknown }).v, ms: typeof ms === 'number' ? ms : 0 }
+  return { v: stored.v, ms: typeof ms === 'number' ? ms : 0 }
 }
 
 class Context<T> implements FactoryContext<T> {
