@@ -408,6 +408,7 @@ describe('early refresh', () => {
     // Factory ≥ 20 ms: 5 s before expiry the chance is below e^-250; 1 ms before, above 95 %.
     expect(await countRefreshes(5_000, 100)).toBe(0)
     expect(await countRefreshes(1, 100)).toBeGreaterThanOrEqual(80)
+    expect(calls).toBe(s.cache.stats().getOrSet.refreshes)
   })
 })
 
