@@ -48,7 +48,8 @@ describe('memoize', () => {
     expect(await double(2)).toBe(4)
     expect(await triple(2)).toBe(6)
     expect(double.keyOf(2)).not.toBe(double.keyOf(3))
-    expect(double.keyOf(1, 2)).not.toBe(double.keyOf([1, 2]))
+    const pair = cache.memoize((a: unknown, b?: unknown) => [a, b], { name: 'pair' })
+    expect(pair.keyOf(1, 2)).not.toBe(pair.keyOf([1, 2]))
     expect(double.keyOf(2)).not.toBe(triple.keyOf(2))
   })
 

@@ -702,6 +702,7 @@ export class Cache {
     let flightLocks: Locks | undefined
     this.#getOrSetHost = {
       state: core.getOrSet,
+      inProcess: core.store.local !== undefined,
       storeKeyOf: (key) => this.#storeKeyOf(key),
       graceKeyOf: (key) => systemKey(this.#prefix, 'g', key, core.limits.maxKeyBytes),
       get: (key) => this.get(key),

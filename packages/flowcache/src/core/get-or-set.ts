@@ -116,6 +116,8 @@ export interface TimedValue {
 /** The parts of a cache (namespace view) that `getOrSet` uses. */
 export interface GetOrSetHost {
   readonly state: GetOrSetState
+  /** The store is in-process (reads cost no round trip, so they are not coalesced). */
+  readonly inProcess: boolean
   /** Store key of a user key; throws `InvalidArgumentError` for a bad key. */
   storeKeyOf(key: string): string
   /** Store key of the grace copy of a user key. */
@@ -174,6 +176,8 @@ const FIRST_POLL_MS = 5
 export class GetOrSetState {
   /** Flights in progress by store key. */
   readonly flights = new Map<string, Flight>()
+  /** Store reads in progress by store key, shared by the calls that arrive meanwhile. */
+  readonly reads = new Map<string, Promise<unknown>>()
   /** Until when (host clock) a key serves its grace copy without calling the factory. */
   readonly retryAt = new Map<string, number>()
   /** Last measured factory duration (ms) by store key, for early refresh. */
@@ -341,7 +345,7 @@ export async function getOrSetResult<T>(
       return { value: timed.value as T, hit: true, stale: false }
     }
   } else {
-    const value = await host.get(key)
+    const value = await coalescedGet(host, key, storeKey)
     if (value !== undefined) {
       counters.hits++
       return { value: value as T, hit: true, stale: false }
@@ -352,6 +356,25 @@ export async function getOrSetResult<T>(
     state.flights.get(storeKey) ??
     startFlight(host, key, storeKey, factory as Factory<unknown>, plan, false)
   return answer(state, flight)
+}
+
+/**
+ * Reads a key once for all the calls that ask at the same time: a burst of calls on a key that
+ * is not cached costs one store read, not one per call, before they join one flight.
+ */
+function coalescedGet(host: GetOrSetHost, key: string, storeKey: string): Promise<unknown> {
+  const reads = host.state.reads
+  let read = reads.get(storeKey)
+  if (read === undefined) {
+    if (host.inProcess) return host.get(key)
+    read = host.get(key)
+    reads.set(storeKey, read)
+    const forget = (): void => {
+      reads.delete(storeKey)
+    }
+    read.then(forget, forget)
+  }
+  return read
 }
 
 async function answer<T>(state: GetOrSetState, flight: Flight): Promise<GetOrSetResult<T>> {
