@@ -100,6 +100,14 @@ export class WriteTargetError extends FlowcacheError {
   static override readonly code = 'E_WRITE_TARGET'
 }
 
+/**
+ * A `getOrSet` factory did not settle within its hard timeout (`timeout.hard`), and no stale value
+ * was available to serve instead. The factory's `ctx.signal` was aborted with this error.
+ */
+export class FactoryTimeoutError extends FlowcacheError {
+  static override readonly code = 'E_FACTORY_TIMEOUT'
+}
+
 /** Every error class by its code, for callers that map codes (HTTP statuses, script errors). */
 export const errors = {
   E_FLOWCACHE: FlowcacheError,
@@ -116,6 +124,7 @@ export const errors = {
   E_LOCK_TIMEOUT: LockTimeoutError,
   E_NOT_LEADER: NotLeaderError,
   E_WRITE_TARGET: WriteTargetError,
+  E_FACTORY_TIMEOUT: FactoryTimeoutError,
 } as const
 
 /** Union of every stable error code. */

@@ -13,7 +13,6 @@ export type {
   CacheHealth,
   CacheOptions,
   CacheVersion,
-  GetOrSetOptions,
   HistoryOptions,
   ListKeysOptions,
   NamespaceOptions,
@@ -35,6 +34,15 @@ export type {
   RateLimitEvent,
   RateLimitOutcome,
 } from './core/diagnostics.js'
+export type {
+  Factory,
+  FactoryContext,
+  GetOrSetOptions,
+  GetOrSetResult,
+  GetOrSetStats,
+} from './core/get-or-set.js'
+export { hashArguments } from './core/memoize.js'
+export type { Memoized, MemoizedResult, MemoizeOptions } from './core/memoize.js'
 export { ManualClock, systemClock } from './core/clock.js'
 export type { Clock } from './core/clock.js'
 export { silentLogger, stderrLogger } from './core/logger.js'

@@ -35,6 +35,14 @@ import {
   type OperationOutcome,
 } from './diagnostics.js'
 import { enableTracing } from './tracing.js'
+import {
+  getOrSetResult,
+  GetOrSetState,
+  type Factory,
+  type GetOrSetHost,
+  type GetOrSetOptions,
+} from './get-or-set.js'
+import { memoize, type Memoized, type MemoizeOptions } from './memoize.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
 import { closeWatches, startWatch, type CacheWatch } from './watch.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
@@ -175,12 +183,6 @@ export interface WatchOptions {
   buffer?: number
 }
 
-/** Options of {@link Cache.getOrSet}. */
-export interface GetOrSetOptions {
-  /** TTL of the value the factory returns. @default the namespace's default TTL */
-  ttl?: Duration
-}
-
 /** Health of a cache and its store. */
 export interface CacheHealth {
   /** `ok`, `degraded` (working on a fallback) or `down`. */
@@ -206,8 +208,8 @@ interface Core {
   readonly codec: Codec
   readonly limits: Readonly<Limits>
   readonly stats: StatsRecorder
-  readonly inflight: Map<string, Promise<unknown>>
   readonly writeBehind: WriteBehindRegistry
+  readonly getOrSet: GetOrSetState
   readonly healthSince: number
   closed: boolean
   closing: Promise<void> | undefined
@@ -233,6 +235,7 @@ export class Cache {
   // memory hit, and hot keys repeat. Bounded: emptied when it reaches KEY_MEMO entries.
   readonly #storeKeys = new Map<string, string>()
   #locks: Locks | undefined
+  #getOrSetHost: GetOrSetHost | undefined
   #rateLimits: RateLimiter | undefined
 
   /** @internal use {@link createCache} */
@@ -853,55 +856,96 @@ export class Cache {
 
   /**
    * Returns the cached value, or runs `factory` once, caches its result and returns it.
-   * Concurrent calls for one key in this process share one factory call. A factory that throws
-   * caches nothing and every waiter gets the error; a factory result of `undefined` is returned
-   * but not cached.
+   * Concurrent calls for one key share one factory call: in this process, or across every
+   * replica with `distributed: true`. A failing factory caches nothing and every waiter gets its
+   * error, unless `grace` has kept the last good value to serve instead; `timeout` bounds the
+   * wait, `earlyRefresh` refreshes hot keys before they expire, and the factory's context can
+   * `skip()` caching or `setTtl()`. A result of `undefined` is returned but not cached.
    */
-  async getOrSet<T>(
-    key: string,
-    factory: () => T | Promise<T>,
-    options: GetOrSetOptions = {},
-  ): Promise<T> {
-    const core = this.#open()
-    if (typeof factory !== 'function') {
-      throw InvalidArgumentError.format(
-        'factory',
-        'must be a function returning the value to cache',
-      )
-    }
-    const storeKey = this.#storeKeyOf(key)
-    const ttl = options.ttl === undefined ? undefined : checkTtl(options.ttl, core.limits)
-    const cached = await this.get<T>(key)
-    if (cached !== undefined) return cached
-    let flight = core.inflight.get(storeKey) as Promise<T> | undefined
-    if (flight === undefined) {
-      // Started on a later tick, so the flight is registered before it can settle (a factory
-      // that throws at once must not leave a settled flight behind for every later call).
-      flight = Promise.resolve().then(() => this.#load(key, storeKey, factory, ttl))
-      core.inflight.set(storeKey, flight)
-    }
-    return flight
+  async getOrSet<T>(key: string, factory: Factory<T>, options: GetOrSetOptions = {}): Promise<T> {
+    this.#open()
+    return (await getOrSetResult(this.#getOrSet(), key, factory, options)).value
   }
 
-  async #load<T>(
-    key: string,
-    storeKey: string,
-    factory: () => T | Promise<T>,
-    ttlMs: number | undefined,
-  ): Promise<T> {
-    try {
-      // A flight that finished between our miss and now has already stored the value.
-      const local = this.#core.store.local
-      const again = (
-        local !== undefined ? local.read(storeKey) : await this.#readThrough(storeKey)
-      ) as T | undefined
-      if (again !== undefined) return again
-      const value = await factory()
-      if (value !== undefined) await this.set(key, value, ttlMs)
-      return value
-    } finally {
-      this.#core.inflight.delete(storeKey)
+  /**
+   * Wraps `fn` so that its results are cached by arguments through {@link Cache.getOrSet} (same
+   * options). The default key is `<name>:<sha256 of the canonical arguments>`, independent of
+   * object key order. `memoized.run(...args)` also tells whether it was a hit and how long it
+   * took; `memoized.invalidate(...args)` drops a result.
+   */
+  memoize<A extends unknown[], R>(
+    fn: (...args: A) => R | Promise<R>,
+    options: MemoizeOptions<A> = {},
+  ): Memoized<A, Awaited<R>> {
+    this.#open()
+    const view = options.namespace === undefined ? this : this.namespace(options.namespace)
+    const host = view.#getOrSet()
+    return memoize(
+      {
+        getOrSet: (key, factory, getOrSetOptions) =>
+          getOrSetResult(host, key, factory, getOrSetOptions),
+        forget: async (key) => {
+          const [deleted] = await Promise.all([
+            view.delete(key),
+            view.#call('delete', () => view.#core.store.delete(host.graceKeyOf(key))),
+          ])
+          return deleted
+        },
+      },
+      fn,
+      options,
+    )
+  }
+
+  /** What getOrSet needs of this view. */
+  #getOrSet(): GetOrSetHost {
+    if (this.#getOrSetHost !== undefined) return this.#getOrSetHost
+    const core = this.#core
+    let flightLocks: Locks | undefined
+    this.#getOrSetHost = {
+      state: core.getOrSet,
+      inProcess: core.store.local !== undefined,
+      storeKeyOf: (key) => this.#storeKeyOf(key),
+      graceKeyOf: (key) => systemKey(this.#prefix, 'g', key, core.limits.maxKeyBytes),
+      get: (key) => this.get(key),
+      getTimed: async (key) => {
+        const storeKey = this.#storeKeyOf(key)
+        const entry = await this.#call('get', () => core.store.get(storeKey))
+        if (entry === undefined) {
+          core.stats.misses++
+          return undefined
+        }
+        core.stats.hits++
+        return { value: core.codec.decode(entry.value), expiresAt: entry.expiresAt }
+      },
+      reread: async (storeKey) => {
+        const local = core.store.local
+        return local !== undefined ? local.read(storeKey) : this.#readThrough(storeKey)
+      },
+      write: async (key, value, ttlMs) => {
+        await this.set(key, value, ttlMs)
+      },
+      readGrace: async (graceKey) => {
+        const entry = await this.#call('get', () => core.store.get(graceKey))
+        return entry === undefined ? undefined : core.codec.decode(entry.value)
+      },
+      writeGrace: async (graceKey, copy, ttlMs) => {
+        const bytes = core.codec.encode(copy)
+        await this.#call('set', () => core.store.set(graceKey, bytes, { ttlMs }))
+      },
+      checkTtl: (ttl, name) => checkTtl(ttl, core.limits, name),
+      defaultTtlMs: this.#defaultTtlMs,
+      maxTtlMs: core.limits.maxTtlMs,
+      flightLocks: () =>
+        (flightLocks ??= new Locks({
+          store: () => this.#coordinationStore(),
+          codec: core.codec,
+          keyOf: (key) => systemKey(this.#prefix, 'f', key, core.limits.maxKeyBytes),
+          maxTtlMs: core.limits.maxTtlMs,
+        })),
+      now: () => this.#storeNow(),
     }
+    return this.#getOrSetHost
   }
 
   /**
@@ -1015,6 +1059,7 @@ export class Cache {
       rateLimits: { ...core.rateLimitCounters },
       locks: { ...core.lockCounters },
       writeBehind: core.writeBehind.stats(),
+      getOrSet: { ...core.getOrSet.counters },
       ...(core.l1 === undefined ? {} : { l1: core.l1.stats() }),
     }
   }
@@ -1246,8 +1291,8 @@ export function createCache(options: CacheOptions = {}): Cache {
     codec,
     limits,
     stats: new StatsRecorder(),
-    inflight: new Map(),
     writeBehind: new WriteBehindRegistry(),
+    getOrSet: new GetOrSetState(),
     healthSince: clock.now(),
     closed: false,
     closing: undefined,

@@ -21,6 +21,10 @@ export const KeyKind = {
   lease: 'e',
   limiter: 'r',
   meta: 'm',
+  /** `getOrSet` single-flight locks of `distributed: true`. */
+  flight: 'f',
+  /** `getOrSet` grace copies: the last good value, kept for ttl + grace. */
+  grace: 'g',
 } as const
 /** One of the {@link KeyKind} letters. */
 export type KeyKind = (typeof KeyKind)[keyof typeof KeyKind]

@@ -6,6 +6,7 @@
 
 import type { LockStats } from '../coord/locks.js'
 import type { RateLimitStats } from '../coord/rate-limit.js'
+import type { GetOrSetStats } from './get-or-set.js'
 import type { L1Stats } from '../tiers/l1.js'
 import type { WriteBehindTotals } from '../patterns/write-behind.js'
 
@@ -49,6 +50,8 @@ export interface CacheStats {
   locks: LockStats
   /** Write-behind writers of this cache: open writers, queued operations, flushed, failures, retries. */
   writeBehind: WriteBehindTotals
+  /** `getOrSet` and `memoize` outcomes of all namespaces: hits, misses, factory calls, grace, timeouts, refreshes. */
+  getOrSet: GetOrSetStats
   /** The L1 tier's counters, when the cache has one. */
   l1?: L1Stats
 }
