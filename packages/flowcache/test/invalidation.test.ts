@@ -12,7 +12,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createCache, type Cache } from '../src/core/cache.js'
 import { ManualClock } from '../src/core/clock.js'
 import { silentLogger } from '../src/core/logger.js'
-import { InvalidArgumentError } from '../src/errors.js'
+import { InvalidArgumentError, StoreUnavailableError } from '../src/errors.js'
 import { memoryStore } from '../src/stores/memory/index.js'
 import { natsStore } from '../src/stores/nats/index.js'
 import { redisStore } from '../src/stores/redis/index.js'
@@ -366,6 +366,47 @@ describe('tags and dependencies with time (memory store, manual clock)', () => {
     await cache.set('child', 'independent')
     await cache.set('parent', 2)
     expect(await cache.get('child')).toBe('independent')
+  })
+})
+
+describe('tags and dependencies across caches and under failures (memory store)', () => {
+  it('a dependent registered through one cache is deleted by a write through another', async () => {
+    const store = memoryStore({ sweepIntervalMs: 0 })
+    const prefix = `${rootOfRun}_${++counter}`
+    const a = createCache({ store, prefix })
+    const b = createCache({ store, prefix })
+    caches.push(b)
+    await a.set('parent', 1)
+    await a.set('child', 2, { dependsOn: ['parent'] })
+    await b.set('parent', 3)
+    expect(await a.get('child')).toBeUndefined()
+  })
+
+  it('when the index cannot be written, set rejects and the entry is not left behind', async () => {
+    const inner = memoryStore({ sweepIntervalMs: 0 })
+    let failIndex = true
+    const store = new Proxy(inner, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver)
+        if (typeof value !== 'function') return value
+        return (...args: unknown[]) => {
+          if (failIndex && (property === 'setMany' || property === 'create')) {
+            return Promise.reject(new Error('disk full'))
+          }
+          return (value as (...a: unknown[]) => unknown).apply(target, args)
+        }
+      },
+    })
+    const { cache } = open(store)
+    await expect(cache.set('tagged', 1, { tags: ['t'] })).rejects.toThrow(StoreUnavailableError)
+    expect(await cache.get('tagged')).toBeUndefined()
+    await expect(cache.set('child', 1, { dependsOn: ['parent'] })).rejects.toThrow(
+      StoreUnavailableError,
+    )
+    expect(await cache.get('child')).toBeUndefined()
+    failIndex = false
+    await cache.set('tagged', 1, { tags: ['t'] })
+    expect(await cache.invalidateTags(['t'])).toBe(1)
   })
 })
 

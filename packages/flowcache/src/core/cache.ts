@@ -420,6 +420,7 @@ export class Cache {
     operation: string,
     linked?: ReadonlyArray<WriteLinks & { storeKey: string; ttlMs: number | undefined }>,
   ): Promise<void> {
+    if (dependents === undefined && (linked === undefined || linked.length === 0)) return
     const core = this.#core
     const index = this.#linkIndex()
     let failure: unknown

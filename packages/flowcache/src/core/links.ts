@@ -44,6 +44,19 @@ const RECORD_VERSION = 1
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/
 
 /**
+ * In-process, non-persistent stores (the memory store) that have held a dependency record. Only
+ * this process can write to such a store, so until a record was added to it no write needs to
+ * read one: a write of a key nobody depends on then costs nothing extra.
+ */
+const storesWithRecords = new WeakSet<Store>()
+
+/** Whether writes to `store` must read dependency records (see {@link storesWithRecords}). */
+function mayHaveRecords(store: Store): boolean {
+  const { local, persistent, distributed } = store.capabilities
+  return !(local && !persistent && !distributed) || storesWithRecords.has(store)
+}
+
+/**
  * Checks the `tags` option and returns the tags escaped for the keyspace, without duplicates.
  * A tag is a string of 1 to {@link MAX_TAG_BYTES} UTF-8 bytes without control characters; a
  * write carries at most {@link MAX_TAGS}. Throws {@link InvalidArgumentError}.
@@ -157,8 +170,11 @@ export interface LinksHost {
   readonly batchSize: number
 }
 
-/** Dependency records read alongside a write, to cascade once the write is done. */
-export type DependentsRead = Promise<Array<StoreEntry | undefined>>
+/**
+ * Dependency records read alongside a write, to cascade once the write is done; `undefined`
+ * when the store cannot hold any.
+ */
+export type DependentsRead = Promise<Array<StoreEntry | undefined>> | undefined
 
 /** The tag and dependency indexes of one cache (all namespaces: keys carry their namespace). */
 export class Links {
@@ -175,6 +191,7 @@ export class Links {
    */
   readDependents(storeKeys: readonly string[]): DependentsRead {
     const host = this.#host
+    if (!mayHaveRecords(host.store())) return undefined
     const read =
       storeKeys.length === 1
         ? host
@@ -196,6 +213,7 @@ export class Links {
     read: DependentsRead,
     operation: string,
   ): Promise<number> {
+    if (read === undefined) return 0
     const records = await read
     let frontier: Array<[string, StoreEntry]> = []
     records.forEach((entry, i) => {
@@ -223,7 +241,7 @@ export class Links {
         const batch = next.slice(at, at + host.batchSize)
         const nextRecords = this.readDependents(batch)
         deleted += await host.deleteEntries(batch, operation)
-        ;(await nextRecords).forEach((entry, i) => {
+        ;((await nextRecords) ?? []).forEach((entry, i) => {
           if (entry !== undefined) frontier.push([dependentsKeyOf(batch[i] as string), entry])
         })
       }
@@ -294,15 +312,20 @@ export class Links {
   async #addDependent(recordKey: string, child: string, expiresAt: number | null): Promise<void> {
     const host = this.#host
     const store = host.store()
+    storesWithRecords.add(store)
     for (let attempt = 0; attempt < RECORD_ATTEMPTS; attempt++) {
       const entry = await host.call('dependsOn', () => store.get(recordKey))
       const now = host.now()
-      const dependents: Dependent[] =
-        entry === undefined
-          ? []
-          : decodeRecord(recordKey, entry.value).filter(
-              ([key, at]) => key !== child && (at === null || at > now),
-            )
+      const listed = entry === undefined ? [] : decodeRecord(recordKey, entry.value)
+      // Already there with a deadline at least as late: a rewrite would change nothing.
+      const known = listed.find(([key]) => key === child)
+      if (
+        known !== undefined &&
+        (known[1] === null || (expiresAt !== null && known[1] >= expiresAt))
+      ) {
+        return
+      }
+      const dependents = listed.filter(([key, at]) => key !== child && (at === null || at > now))
       dependents.push([child, expiresAt])
       let deadline: number | null = 0
       for (const [, at] of dependents)
