@@ -221,7 +221,9 @@ describe.each(backends)('tags and dependencies on $name', (backend) => {
     for (const key of ['forever', 'longer']) {
       const entry = await cache.entry(key)
       expect(entry?.expiresAt, key).not.toBeNull()
-      expect(entry?.expiresAt as number, key).toBeLessThanOrEqual(deadline + 1)
+      // The cap is computed on the store's clock as the cache sees it; for Redis that is an
+      // estimate of the server's clock, good to a few ms, hence the allowance.
+      expect(entry?.expiresAt as number, key).toBeLessThanOrEqual(deadline + 1_000)
     }
     expect((await cache.entry('shorter'))?.expiresAt as number).toBeLessThan(deadline - 40 * 60_000)
     // A missing parent caps nothing, and the link still holds once the parent is written.

@@ -15,9 +15,9 @@
  *
  * Ordering rules that make the guarantees hold across replicas:
  * - a write stores the entry first and its index entries after it, and resolves only after both;
- * - `invalidateTags` deletes the index entries first and the entries they point to after;
- * - an index entry is otherwise only removed with a fenced delete (its revision as read), after
- *   the entries it points to were seen absent, so an index entry rewritten meanwhile stays.
+ * - an index entry is only removed with a fenced delete (its revision as read before), after the
+ *   entries it points to were deleted or seen absent, so an index entry rewritten meanwhile
+ *   stays, and so does one whose entry could not be deleted.
  * Hence an entry written with a tag (or a dependency) by a call that resolved is found by every
  * invalidation that starts later, as long as the entry lives.
  */
@@ -346,8 +346,9 @@ export class Links {
 
   /**
    * Deletes the entries of a namespace carrying any of `escapedTags`, then the keys depending on
-   * them. Index entries go first, so an entry written concurrently is either deleted or keeps
-   * its index entry. Returns how many entries were deleted.
+   * them, then the index entries, fenced by the revisions read before: an index entry rewritten
+   * by a concurrent write stays, and one whose entry could not be deleted is still there for the
+   * next call. Returns how many entries were deleted.
    */
   async invalidateTags(namespacePrefix: string, escapedTags: readonly string[]): Promise<number> {
     const host = this.#host
@@ -359,22 +360,30 @@ export class Links {
         for await (const key of store.list(prefix)) indexKeys.push(key)
       })
     }
-    const members = new Set<string>()
-    for (const key of indexKeys) {
-      const member = tagMemberOf(key)
-      if (member !== undefined) members.add(member)
-    }
+    let deleted = 0
     for (let at = 0; at < indexKeys.length; at += host.batchSize) {
       const batch = indexKeys.slice(at, at + host.batchSize)
-      await host.call('invalidateTags', () => store.deleteMany(batch))
-    }
-    const roots = [...members]
-    let deleted = 0
-    for (let at = 0; at < roots.length; at += host.batchSize) {
-      const batch = roots.slice(at, at + host.batchSize)
-      const read = this.readDependents(batch)
-      deleted += await host.deleteEntries(batch, 'invalidateTags')
-      deleted += await this.cascade(batch, read, 'invalidateTags')
+      // Revisions first: a write that stored its entry after this read rewrites its index entry.
+      const entries = await host.call('invalidateTags', () => store.getMany(batch))
+      const members = new Set<string>()
+      batch.forEach((key, i) => {
+        const member = tagMemberOf(key)
+        if (member !== undefined && entries[i] !== undefined) members.add(member)
+      })
+      const roots = [...members]
+      if (roots.length > 0) {
+        const read = this.readDependents(roots)
+        deleted += await host.deleteEntries(roots, 'invalidateTags')
+        deleted += await this.cascade(roots, read, 'invalidateTags')
+      }
+      await host.call('invalidateTags', () =>
+        Promise.all(
+          batch.map((key, i) => {
+            const entry = entries[i]
+            return entry === undefined ? false : store.delete(key, { expected: entry.revision })
+          }),
+        ),
+      )
     }
     return deleted
   }
