@@ -423,12 +423,12 @@ export class Cache {
     if (dependents === undefined && (linked === undefined || linked.length === 0)) return
     const core = this.#core
     const index = this.#linkIndex()
-    let failure: unknown
+    let failure: Error | undefined
     if (linked !== undefined && linked.length > 0) {
       try {
         await index.record(linked)
       } catch (error) {
-        failure = error
+        failure = error instanceof Error ? error : new StoreUnavailableError(String(error))
         const keys = linked.map((item) => item.storeKey)
         await this.#mutate({ keys }, operation, () => core.store.deleteMany(keys)).catch(
           () => undefined,

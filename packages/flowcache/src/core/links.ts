@@ -41,7 +41,14 @@ const TAG_MARK = new Uint8Array([1])
 /** Format version of dependency records. */
 const RECORD_VERSION = 1
 
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/
+/** Whether `text` holds a C0 or C1 control character (U+0000–U+001F, U+007F–U+009F). */
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i)
+    if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) return true
+  }
+  return false
+}
 
 /**
  * In-process, non-persistent stores (the memory store) that have held a dependency record. Only
@@ -83,7 +90,7 @@ function escapeTag(tag: unknown, name: string): string {
     throw InvalidArgumentError.format(name, `must hold strings only; got ${typeof tag}`)
   }
   if (tag === '') throw InvalidArgumentError.format(name, 'must not hold an empty tag')
-  if (CONTROL_CHARACTERS.test(tag)) {
+  if (hasControlCharacter(tag)) {
     throw InvalidArgumentError.format(
       name,
       `must not hold control characters; got ${JSON.stringify(tag)}`,
@@ -380,7 +387,9 @@ export class Links {
         Promise.all(
           batch.map((key, i) => {
             const entry = entries[i]
-            return entry === undefined ? false : store.delete(key, { expected: entry.revision })
+            return entry === undefined
+              ? Promise.resolve(false)
+              : store.delete(key, { expected: entry.revision })
           }),
         ),
       )
@@ -429,7 +438,7 @@ export class Links {
           batch.map((key, i) => {
             const entry = entries[i]
             const keep = (targets[i] as string[]).some((target) => live.has(target))
-            if (entry === undefined || keep) return false
+            if (entry === undefined || keep) return Promise.resolve(false)
             return store.delete(key, { expected: entry.revision })
           }),
         ),
