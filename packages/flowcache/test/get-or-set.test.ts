@@ -77,6 +77,33 @@ afterAll(async () => {
 })
 
 describe.each(KINDS)('getOrSet on %s', (kind) => {
+  it('tags and dependsOn of the cached value: invalidation makes the next call load again', async () => {
+    const { cache } = setup(kind)
+    let calls = 0
+    const load = () =>
+      cache.getOrSet('report:7', () => ++calls, {
+        ttl: '1m',
+        tags: ['reports'],
+        dependsOn: ['source:7'],
+      })
+    await cache.set('source:7', 'v1')
+    expect(await load()).toBe(1)
+    expect(await load()).toBe(1)
+    expect(await cache.invalidateTags(['reports'])).toBe(1)
+    expect(await load()).toBe(2)
+    await cache.set('source:7', 'v2')
+    expect(await cache.get('report:7')).toBeUndefined()
+    expect(await load()).toBe(3)
+    // Bad tags are refused before the factory runs.
+    await expect(cache.getOrSet('x', () => ++calls, { tags: [''] })).rejects.toMatchObject({
+      code: 'E_INVALID_ARGUMENT',
+    })
+    await expect(cache.getOrSet('x', () => ++calls, { dependsOn: ['x'] })).rejects.toMatchObject({
+      code: 'E_INVALID_ARGUMENT',
+    })
+    expect(calls).toBe(3)
+  })
+
   it('1000 concurrent calls on one missing key, 50 ms factory: 1 factory call, all get the value', async () => {
     const { cache } = setup(kind)
     let calls = 0

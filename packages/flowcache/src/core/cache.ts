@@ -24,6 +24,7 @@ import {
   type Limits,
   type LimitsOptions,
 } from './limits.js'
+import { checkTags, Links, MAX_DEPENDS_ON, MAX_TAGS, type DependentsRead } from './links.js'
 import { stderrLogger, type Logger } from './logger.js'
 import {
   electionChannel,
@@ -127,6 +128,18 @@ export interface NamespaceOptions {
 export interface SetOptions {
   /** Time to live, as ms or a duration string. @default the namespace's default TTL, else no expiry */
   ttl?: Duration
+  /**
+   * Tags of the entry, for {@link Cache.invalidateTags}: up to 64 strings of 1-128 UTF-8 bytes
+   * without control characters; duplicates count once. The tag index entries expire with the
+   * entry. @default no tags
+   */
+  tags?: readonly string[]
+  /**
+   * Keys of this namespace the entry depends on (up to 64, not the key itself): writing or
+   * deleting any of them deletes this entry, transitively. The entry's TTL is capped by the
+   * earliest expiry among those that exist now, so it never outlives them. @default none
+   */
+  dependsOn?: readonly string[]
 }
 
 /** One item of {@link Cache.setMany}. */
@@ -135,6 +148,16 @@ export interface SetManyItem<T = unknown> {
   value: T
   /** Time to live, as ms or a duration string. @default the namespace's default TTL */
   ttl?: Duration
+  /** Tags of the entry, as in {@link SetOptions.tags}. @default no tags */
+  tags?: readonly string[]
+  /** Keys the entry depends on, as in {@link SetOptions.dependsOn}. @default none */
+  dependsOn?: readonly string[]
+}
+
+/** Tags (escaped) and parents (store keys) of one write, checked. */
+interface WriteLinks {
+  tags: string[]
+  parents: string[]
 }
 
 /** Options of {@link Cache.listKeys}. */
@@ -237,6 +260,7 @@ export class Cache {
   #locks: Locks | undefined
   #getOrSetHost: GetOrSetHost | undefined
   #rateLimits: RateLimiter | undefined
+  #links: Links | undefined
 
   /** @internal use {@link createCache} */
   constructor(
@@ -434,26 +458,35 @@ export class Cache {
 
   /**
    * Stores a value; returns `true`. The third argument is a TTL (ms or duration string) or
-   * `{ ttl }`. Without one, the namespace's default TTL applies, else the entry never expires.
+   * `{ ttl, tags, dependsOn }`. Without a TTL, the namespace's default TTL applies, else the
+   * entry never expires. Keys that depend on this one (their `dependsOn`) are deleted,
+   * transitively, before it resolves; `tags` and `dependsOn` are indexed after the write.
    */
   async set(key: string, value: unknown, ttlOrOptions?: Duration | SetOptions): Promise<true> {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
-    const ttlMs = this.#ttlOf(ttlOrOptions)
+    let ttlMs = this.#ttlOf(ttlOrOptions, true)
+    const links = this.#writeLinks(key, storeKey, ttlOrOptions, '')
     const observed = operationChannel.hasSubscribers
     const sampled = core.stats.shouldSample()
     const start = sampled || observed ? performance.now() : -1
     const local = core.store.local
+    const size = local === undefined ? 0 : core.codec.encodedSize(value)
+    if (local !== undefined) checkValueSize(size, core.limits, key)
+    const bytes = local === undefined ? this.#encode(key, value) : undefined
+    if (links !== undefined && links.parents.length > 0) {
+      ttlMs = await this.#cappedTtl(ttlMs, links.parents)
+    }
+    const index = this.#linkIndex()
+    const dependents = index.readDependents([storeKey])
     if (local !== undefined) {
-      const size = core.codec.encodedSize(value)
-      checkValueSize(size, core.limits, key)
       local.write(storeKey, value, size, ttlMs)
     } else {
-      const bytes = this.#encode(key, value)
+      const encoded = bytes as Uint8Array
       const l1 = core.l1
       const before = l1?.epoch
       try {
-        await this.#call('set', () => core.store.set(storeKey, bytes, { ttlMs }), false)
+        await this.#call('set', () => core.store.set(storeKey, encoded, { ttlMs }), false)
       } catch (error) {
         if (observed) this.#report('set', start, 'error', error)
         // The write may still be applied (a timeout): no replica may keep the old value.
@@ -465,13 +498,140 @@ export class Cache {
         // the store: then keeping ours in L1 would serve a value the store no longer holds.
         const overtaken = l1.epoch !== before
         const epoch = await l1.invalidate({ keys: [storeKey] })
-        if (!overtaken) l1.fill(storeKey, value, bytes.byteLength, ttlMs ?? null, epoch)
+        if (!overtaken) l1.fill(storeKey, value, encoded.byteLength, ttlMs ?? null, epoch)
       }
     }
+    const linked = links === undefined ? undefined : [{ storeKey, ...links, ttlMs }]
+    await this.#afterWrite([storeKey], dependents, 'set', linked)
     if (sampled) core.stats.recordLatency('set', performance.now() - start)
     if (observed) this.#report('set', start, 'ok')
     core.stats.sets++
     return true
+  }
+
+  /**
+   * After a write of `storeKeys`: indexes the tags and parents of `linked` writes, then deletes
+   * the keys that depend on the written ones. When indexing fails, the linked entries are
+   * deleted (best effort) so that no entry stays without its index, and the error is thrown.
+   */
+  async #afterWrite(
+    storeKeys: readonly string[],
+    dependents: DependentsRead,
+    operation: string,
+    linked?: ReadonlyArray<WriteLinks & { storeKey: string; ttlMs: number | undefined }>,
+  ): Promise<void> {
+    if (dependents === undefined && (linked === undefined || linked.length === 0)) return
+    const core = this.#core
+    const index = this.#linkIndex()
+    let failure: Error | undefined
+    if (linked !== undefined && linked.length > 0) {
+      try {
+        await index.record(linked)
+      } catch (error) {
+        failure = error instanceof Error ? error : new StoreUnavailableError(String(error))
+        const keys = linked.map((item) => item.storeKey)
+        await this.#mutate({ keys }, operation, () => core.store.deleteMany(keys)).catch(
+          () => undefined,
+        )
+      }
+    }
+    await index.cascade(storeKeys, dependents, operation)
+    if (failure !== undefined) throw failure
+  }
+
+  /**
+   * Drops every entry of this namespace (not its children) that carries one of `tags`, on every
+   * replica (their L1 included), and the keys that depend on those entries, transitively.
+   * Every entry written with one of the tags by a call that resolved before this one began is
+   * gone when it resolves; writes running concurrently may survive. Returns how many entries
+   * were deleted. Costs one prefix listing of the store per tag (a SCAN on Redis).
+   */
+  async invalidateTags(tags: string | readonly string[]): Promise<number> {
+    const core = this.#open()
+    const escaped = checkTags(tags, 'tags', core.limits.maxBatchSize)
+    const start = core.stats.shouldSample() ? performance.now() : -1
+    const deleted = await this.#linkIndex().invalidateTags(this.#prefix, escaped)
+    if (start >= 0) core.stats.recordLatency('invalidateTags', performance.now() - start)
+    return deleted
+  }
+
+  /** The tag and dependency index, created on first use. */
+  #linkIndex(): Links {
+    this.#links ??= new Links({
+      store: () => this.#core.store,
+      now: () => this.#storeNow(),
+      call: (operation, run) => this.#call(operation, run, false),
+      deleteEntries: async (keys, operation) => {
+        const core = this.#core
+        const deleted = await this.#mutate({ keys }, operation, () => core.store.deleteMany(keys))
+        core.stats.deletes += deleted
+        return deleted
+      },
+      batchSize: this.#core.limits.maxBatchSize,
+    })
+    return this.#links
+  }
+
+  /**
+   * The checked `tags` and `dependsOn` of a write (`undefined` when it has none); `name` prefixes
+   * the option names in error messages (`items[3].` for setMany).
+   */
+  #writeLinks(
+    key: string,
+    storeKey: string,
+    options: Duration | SetOptions | SetManyItem | undefined,
+    name: string,
+  ): WriteLinks | undefined {
+    if (typeof options !== 'object' || options === null) return undefined
+    const { tags, dependsOn } = options
+    if (tags === undefined && dependsOn === undefined) return undefined
+    const escaped = tags === undefined ? [] : checkTags(tags, `${name}tags`, MAX_TAGS)
+    const parents =
+      dependsOn === undefined ? [] : this.#parentsOf(key, storeKey, dependsOn, `${name}dependsOn`)
+    if (escaped.length === 0 && parents.length === 0) return undefined
+    return { tags: escaped, parents }
+  }
+
+  /** Store keys of the `dependsOn` keys of a write to `key`, checked and without duplicates. */
+  #parentsOf(key: string, storeKey: string, dependsOn: unknown, name: string): string[] {
+    if (!Array.isArray(dependsOn)) {
+      throw InvalidArgumentError.format(
+        name,
+        `must be an array of keys of this namespace; got ${typeof dependsOn}`,
+      )
+    }
+    if (dependsOn.length > MAX_DEPENDS_ON) {
+      throw InvalidArgumentError.format(
+        name,
+        `has ${dependsOn.length} keys; the limit is ${MAX_DEPENDS_ON}: depend on a shared key or use a tag`,
+      )
+    }
+    const parents = new Set<string>()
+    for (const parent of dependsOn as unknown[]) {
+      if (typeof parent !== 'string') {
+        throw InvalidArgumentError.format(name, `must hold strings only; got ${typeof parent}`)
+      }
+      const parentKey = this.#storeKeyOf(parent)
+      if (parentKey === storeKey) {
+        throw InvalidArgumentError.format(
+          name,
+          `must not hold the key itself (${JSON.stringify(key)}): a key cannot depend on itself`,
+        )
+      }
+      parents.add(parentKey)
+    }
+    return [...parents]
+  }
+
+  /** `ttlMs` capped by the earliest deadline of the live `parents`, so a dependent never outlives them. */
+  async #cappedTtl(
+    ttlMs: number | undefined,
+    parents: readonly string[],
+  ): Promise<number | undefined> {
+    const deadline = await this.#linkIndex().parentsDeadline(parents)
+    if (deadline === null) return ttlMs
+    const remaining = Math.max(1, Math.ceil(deadline - this.#storeNow()))
+    return ttlMs === undefined ? remaining : Math.min(ttlMs, remaining)
   }
 
   /** Stores a value only if the key has no live entry: atomic, so exactly one concurrent `add` wins. */
@@ -480,23 +640,27 @@ export class Cache {
     const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const bytes = this.#encode(key, value)
+    const dependents = this.#linkIndex().readDependents([storeKey])
     const revision = await this.#mutate({ keys: [storeKey] }, 'add', () =>
       core.store.create(storeKey, bytes, { ttlMs }),
     )
     if (revision === undefined) return false
+    await this.#afterWrite([storeKey], dependents, 'add')
     core.stats.sets++
     return true
   }
 
-  /** Deletes an entry; `true` if one existed. */
+  /** Deletes an entry and the keys that depend on it, transitively; `true` if the entry existed. */
   async delete(key: string): Promise<boolean> {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
+    const dependents = this.#linkIndex().readDependents([storeKey])
     // Invalidates even when nothing was deleted here: a replica may still hold an expired copy.
     const deleted = await this.#mutate({ keys: [storeKey] }, 'delete', () =>
       core.store.delete(storeKey),
     )
     if (deleted) core.stats.deletes++
+    await this.#linkIndex().cascade([storeKey], dependents, 'delete')
     return deleted
   }
 
@@ -540,6 +704,7 @@ export class Cache {
     const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const store = core.store
+    const dependents = this.#linkIndex().readDependents([storeKey])
     let result: number
     if (store.increment !== undefined) {
       const increment = store.increment.bind(store)
@@ -551,6 +716,7 @@ export class Cache {
         this.#incrementByCas(key, storeKey, by, ttlMs),
       )
     }
+    await this.#afterWrite([storeKey], dependents, 'increment')
     core.stats.sets++
     return result
   }
@@ -635,7 +801,11 @@ export class Cache {
     return values.map((value) => (value === undefined ? fetched[next++] : value))
   }
 
-  /** Writes many entries in one store call; every item is checked before anything is written. */
+  /**
+   * Writes many entries in one store call; every item is checked before anything is written.
+   * Items take `tags` and `dependsOn` as in {@link Cache.set}; keys depending on any written key
+   * are deleted, transitively.
+   */
   async setMany(items: ReadonlyArray<SetManyItem>): Promise<true> {
     const core = this.#open()
     checkBatch(items.length, core.limits, 'setMany')
@@ -644,9 +814,24 @@ export class Cache {
       value: this.#encode(item.key, item.value),
       ttlMs: this.#ttlOf(item.ttl),
     }))
-    await this.#mutate({ keys: prepared.map((item) => item.key) }, 'setMany', () =>
-      core.store.setMany(prepared),
+    const links = items.map((item, i) =>
+      this.#writeLinks(item.key, prepared[i]?.key as string, item, `items[${i}].`),
     )
+    await Promise.all(
+      links.map(async (link, i) => {
+        const item = prepared[i]
+        if (link === undefined || link.parents.length === 0 || item === undefined) return
+        item.ttlMs = await this.#cappedTtl(item.ttlMs, link.parents)
+      }),
+    )
+    const storeKeys = prepared.map((item) => item.key)
+    const dependents = this.#linkIndex().readDependents(storeKeys)
+    await this.#mutate({ keys: storeKeys }, 'setMany', () => core.store.setMany(prepared))
+    const linked = prepared.flatMap((item, i) => {
+      const link = links[i]
+      return link === undefined ? [] : [{ storeKey: item.key, ...link, ttlMs: item.ttlMs }]
+    })
+    await this.#afterWrite(storeKeys, dependents, 'setMany', linked)
     core.stats.sets += items.length
     return true
   }
@@ -656,10 +841,12 @@ export class Cache {
     const core = this.#open()
     checkBatch(keys.length, core.limits, 'deleteMany')
     const storeKeys = keys.map((key) => this.#storeKeyOf(key))
+    const dependents = this.#linkIndex().readDependents(storeKeys)
     const deleted = await this.#mutate({ keys: storeKeys }, 'deleteMany', () =>
       core.store.deleteMany(storeKeys),
     )
     core.stats.deletes += deleted
+    await this.#linkIndex().cascade(storeKeys, dependents, 'deleteMany')
     return deleted
   }
 
@@ -696,7 +883,8 @@ export class Cache {
 
   /**
    * Deletes every entry of this namespace and of its child namespaces; nothing outside it, and
-   * never system keys (locks, leases, limiter state). Returns how many entries were deleted.
+   * never locks, leases or limiter state. Then removes the tag and dependency index entries of
+   * those namespaces whose entries are gone. Returns how many entries were deleted.
    */
   async clear(): Promise<number> {
     const core = this.#open()
@@ -704,6 +892,7 @@ export class Cache {
       core.store.clear(this.#prefix),
     )
     core.stats.deletes += deleted
+    await this.#linkIndex().sweep(this.#prefix)
     return deleted
   }
 
@@ -846,10 +1035,12 @@ export class Cache {
     const storeKey = this.#storeKeyOf(key)
     const ttlMs = this.#ttlOf(ttl)
     const bytes = this.#encode(key, value)
+    const dependents = this.#linkIndex().readDependents([storeKey])
     const written = await this.#mutate({ keys: [storeKey] }, 'compareAndSet', () =>
       core.store.compareAndSet(storeKey, bytes, revision, { ttlMs }),
     )
     if (written === undefined) return false
+    await this.#afterWrite([storeKey], dependents, 'compareAndSet')
     core.stats.sets++
     return written
   }
@@ -922,8 +1113,11 @@ export class Cache {
         const local = core.store.local
         return local !== undefined ? local.read(storeKey) : this.#readThrough(storeKey)
       },
-      write: async (key, value, ttlMs) => {
-        await this.set(key, value, ttlMs)
+      write: async (key, value, ttlMs, links) => {
+        await this.set(key, value, links === undefined ? ttlMs : { ttl: ttlMs, ...links })
+      },
+      checkLinks: (key, links) => {
+        this.#writeLinks(key, this.#storeKeyOf(key), links, '')
       },
       readGrace: async (graceKey) => {
         const entry = await this.#call('get', () => core.store.get(graceKey))
@@ -1127,14 +1321,17 @@ export class Cache {
     return this.#core
   }
 
-  #ttlOf(ttlOrOptions: Duration | SetOptions | undefined): number | undefined {
+  /** The TTL of a write in ms; `withLinks` allows the `tags` and `dependsOn` options of `set`. */
+  #ttlOf(ttlOrOptions: Duration | SetOptions | undefined, withLinks = false): number | undefined {
     if (ttlOrOptions === undefined) return this.#defaultTtlMs
     if (typeof ttlOrOptions === 'object' && ttlOrOptions !== null) {
       for (const name of Object.keys(ttlOrOptions)) {
-        if (name !== 'ttl') {
+        if (name !== 'ttl' && !(withLinks && (name === 'tags' || name === 'dependsOn'))) {
           throw InvalidArgumentError.format(
             `option "${name}"`,
-            'is not supported by set(); the supported option is ttl',
+            withLinks
+              ? 'is not supported by set(); the supported options are ttl, tags and dependsOn'
+              : 'is not supported by set(); the supported option is ttl',
           )
         }
       }

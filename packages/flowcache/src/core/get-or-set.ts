@@ -57,6 +57,13 @@ export interface GetOrSetOptions {
    * @default false: single flight per process only
    */
   distributed?: boolean | { lockTtl?: Duration; pollEvery?: Duration }
+  /** Tags of the cached value, for {@link Cache.invalidateTags}; as `set`'s `tags`. @default none */
+  tags?: readonly string[]
+  /**
+   * Keys of this namespace the cached value depends on; as `set`'s `dependsOn`: writing or
+   * deleting one of them deletes the value. @default none
+   */
+  dependsOn?: readonly string[]
 }
 
 /** What the factory of {@link Cache.getOrSet} receives. */
@@ -128,8 +135,15 @@ export interface GetOrSetHost {
   getTimed(key: string): Promise<TimedValue | undefined>
   /** Reads a store key again, uncounted. */
   reread(storeKey: string): Promise<unknown>
-  /** Writes a value the way `set` does. */
-  write(key: string, value: unknown, ttlMs: number | undefined): Promise<void>
+  /** Writes a value the way `set` does, with the tags and dependencies of the options. */
+  write(
+    key: string,
+    value: unknown,
+    ttlMs: number | undefined,
+    links: Links | undefined,
+  ): Promise<void>
+  /** Checks `tags` and `dependsOn` for `key` as `set` would; throws `InvalidArgumentError`. */
+  checkLinks(key: string, links: Links): void
   /** Reads the grace copy under a store key (decoded), or `undefined`. */
   readGrace(graceKey: string): Promise<unknown>
   /** Writes the grace copy under a store key. */
@@ -201,9 +215,16 @@ export class GetOrSetState {
   }
 }
 
+/** The `tags` and `dependsOn` options, passed on to `set`. */
+export interface Links {
+  tags?: readonly string[]
+  dependsOn?: readonly string[]
+}
+
 /** Options resolved and checked once per call. */
 interface Plan {
   ttlMs: number | undefined
+  links: Links | undefined
   graceMs: number
   backoffMs: number
   softMs: number | undefined
@@ -220,10 +241,12 @@ const OPTION_NAMES = new Set([
   'timeout',
   'earlyRefresh',
   'distributed',
+  'tags',
+  'dependsOn',
 ])
 
 /** Checks the options and resolves their defaults; throws `InvalidArgumentError`. */
-function planOf(host: GetOrSetHost, options: GetOrSetOptions): Plan {
+function planOf(host: GetOrSetHost, key: string, options: GetOrSetOptions): Plan {
   if (typeof options !== 'object' || options === null) {
     throw InvalidArgumentError.format('options', 'must be an object such as { ttl: "5m" }')
   }
@@ -242,8 +265,16 @@ function planOf(host: GetOrSetHost, options: GetOrSetOptions): Plan {
       ? DEFAULT_BACKOFF_MS
       : parseDuration(options.graceBackoff, 'graceBackoff')
   const { softMs, hardMs } = timeoutsOf(options.timeout)
+  let links: Links | undefined
+  if (options.tags !== undefined || options.dependsOn !== undefined) {
+    links = {}
+    if (options.tags !== undefined) links.tags = options.tags
+    if (options.dependsOn !== undefined) links.dependsOn = options.dependsOn
+    host.checkLinks(key, links)
+  }
   return {
     ttlMs,
+    links,
     graceMs,
     backoffMs,
     softMs,
@@ -327,7 +358,7 @@ export async function getOrSetResult<T>(
   if (typeof factory !== 'function') {
     throw InvalidArgumentError.format('factory', 'must be a function returning the value to cache')
   }
-  const plan = planOf(host, options)
+  const plan = planOf(host, key, options)
   const storeKey = host.storeKeyOf(key)
   const state = host.state
   const counters = state.counters
@@ -605,7 +636,7 @@ async function compute(load: Load, copy: GraceCopy | undefined): Promise<Outcome
   if (load.signal.aborted) return { value, stale: false }
   if (value !== undefined && !context.skipped) {
     const ttlMs = context.ttlMs ?? plan.ttlMs
-    const writes = [host.write(load.key, value, ttlMs)]
+    const writes = [host.write(load.key, value, ttlMs, plan.links)]
     if (load.graceKey !== undefined && ttlMs !== undefined) {
       const graceTtl = Math.min(ttlMs + plan.graceMs, host.maxTtlMs)
       // The grace copy is a best effort: the value itself was written.

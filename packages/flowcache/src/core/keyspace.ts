@@ -10,7 +10,9 @@
  *   its child namespaces, which is what prefix listing and scoped clear rely on;
  * - the alphabet is NATS KV's (`[-/=.\w]`), readable in `redis-cli` and `nats kv ls`.
  * Kind `k` holds user entries; every other kind is a system key (locks, leases, limiter state,
- * bookkeeping), which eviction and `clear()` never touch.
+ * bookkeeping), which eviction and the stores' `clear()` never touch. The tag (`t`) and
+ * dependency (`d`) indexes are system keys too; `Cache.clear()` removes the ones of the cleared
+ * namespaces itself, once the entries they point to are gone.
  */
 import { InvalidArgumentError, KeyTooLongError } from '../errors.js'
 
@@ -25,6 +27,10 @@ export const KeyKind = {
   flight: 'f',
   /** `getOrSet` grace copies: the last good value, kept for ttl + grace. */
   grace: 'g',
+  /** Tag index: one entry per (tag, user key) pair, expiring with the user entry. */
+  tag: 't',
+  /** Dependency index: one record per parent key listing the keys that depend on it. */
+  dependents: 'd',
 } as const
 /** One of the {@link KeyKind} letters. */
 export type KeyKind = (typeof KeyKind)[keyof typeof KeyKind]
