@@ -34,8 +34,8 @@ export const BOOTSTRAP_SOURCE = String.raw`(function setup(call, log, configJson
   const TypeErrorCtor = TypeError
   const isArray = Array.isArray
   const isView = ArrayBuffer.isView
-  const mapSize = Object.getOwnPropertyDescriptor(Map.prototype, 'size').get
-  const setSize = Object.getOwnPropertyDescriptor(Set.prototype, 'size').get
+  const MapCtor = Map
+  const SetCtor = Set
 
   const config = parse(configJson)
   const limits = config.limits
@@ -45,24 +45,15 @@ export const BOOTSTRAP_SOURCE = String.raw`(function setup(call, log, configJson
   delete globalThis.SharedArrayBuffer
   delete globalThis.Atomics
 
-  function has(getter, value) {
-    try {
-      apply(getter, value, [])
-      return true
-    } catch (_) {
-      return false
-    }
-  }
-
   function replacer(_key, value) {
     if (typeof value === 'bigint') {
       throw new TypeErrorCtor('a BigInt cannot leave the sandbox; convert it to a string or a number')
     }
     if (typeof value === 'object' && value !== null) {
-      if (has(mapSize, value)) {
+      if (value instanceof MapCtor) {
         throw new TypeErrorCtor('a Map cannot leave the sandbox; convert it with Object.fromEntries(map)')
       }
-      if (has(setSize, value)) {
+      if (value instanceof SetCtor) {
         throw new TypeErrorCtor('a Set cannot leave the sandbox; convert it with Array.from(set)')
       }
       if (isView(value)) {
