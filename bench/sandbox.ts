@@ -8,7 +8,8 @@
  * (hostile runs per kind, default 10).
  */
 import { randomUUID } from 'node:crypto'
-import { createCache, memoryStore } from '../packages/flowcache/src/index.js'
+import { createCache, memoryStore, type Cache } from '../packages/flowcache/src/index.js'
+import { redisStore } from '../packages/flowcache/src/stores/redis/index.js'
 import {
   createSandbox,
   ScriptRunError,
@@ -31,23 +32,23 @@ function fmt(value: number, digits = 1): string {
 }
 
 /** ns per direct `cache.get` of a hit, over about SECONDS seconds. */
-async function directGet(): Promise<number> {
+async function directGet(target: Cache = view, batch = 10_000): Promise<number> {
   const started = performance.now()
   let calls = 0
   while (performance.now() - started < SECONDS * 1000) {
-    for (let i = 0; i < 10_000; i++) await view.get('k')
-    calls += 10_000
+    for (let i = 0; i < batch; i++) await target.get('k')
+    calls += batch
   }
   return ((performance.now() - started) * 1e6) / calls
 }
 
 /** ns per `ctx.cache.get` of a hit from inside one script run making `calls` calls. */
-async function scriptGet(sandbox: Sandbox, calls: number): Promise<number> {
+async function scriptGet(sandbox: Sandbox, calls: number, target: Cache = view): Promise<number> {
   const result = await sandbox.run(
     `for (let i = 0; i < ${calls}; i++) await ctx.cache.get('k')\nreturn null`,
     {
       event: { data: null },
-      ctx: { cache: view, flow },
+      ctx: { cache: target, flow },
       limits: { maxCalls: calls, cpuTime: '10m', wallTime: '10m' },
     },
   )
@@ -138,6 +139,28 @@ console.log(
 )
 const runs = await trivialRuns(sandbox)
 console.log(`| trivial script (\`return event\`), one sandbox | ${fmt(runs, 0)} runs/s |`)
+
+// The same comparison on Redis, when one answers (FLOWCACHE_REDIS_URL or 127.0.0.1:6379).
+const redis = createCache({
+  store: redisStore({ url: process.env.FLOWCACHE_REDIS_URL ?? 'redis://127.0.0.1:6379' }),
+  prefix: `fcbenchsbx${process.pid}`,
+  fallback: 'fail',
+})
+try {
+  const redisView = redis.namespace('tenant:bench').namespace('flow:bench')
+  await redisView.set('k', { id: 1, name: 'value' })
+  const redisDirect = await directGet(redisView, 500)
+  const redisBridged = await scriptGet(sandbox, 2000, redisView)
+  console.log(`| direct \`cache.get\` (Redis, hit) | ${fmt(redisDirect / 1000, 1)} µs/call |`)
+  console.log(
+    `| \`ctx.cache.get\` from a script (Redis, hit) | ${fmt(redisBridged / 1000, 1)} µs/call, ${fmt(redisBridged / redisDirect, 2)}× the direct call |`,
+  )
+  await redisView.clear()
+} catch (error) {
+  console.log(`| Redis | skipped: ${error instanceof Error ? error.message : String(error)} |`)
+} finally {
+  await redis.close()
+}
 
 console.log(`\n## Kill latency, CPU budget ${CPU_BUDGET_MS} ms, ${KILLS} runs each\n`)
 console.log(

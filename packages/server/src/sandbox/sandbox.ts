@@ -491,16 +491,25 @@ export class Sandbox {
       })
     }, limits.wallMs)
 
+    // Handles into the run's context; all released when the run ends, so the context can be
+    // collected (a handle left behind keeps the whole context alive in the isolate).
+    const handles: Array<{ release(): void }> = []
+    const hold = <T extends { release(): void }>(handle: T): T => {
+      handles.push(handle)
+      return handle
+    }
     const work = (async (): Promise<unknown> => {
-      context = await isolate.createContext()
-      const setup = await runtime.bootstrap.run(context, { reference: true })
-      const bridge = (await setup.apply(undefined, [call, log, config], {
-        result: { reference: true },
-      })) as IsolatedVm.Reference<{ run: unknown; settle: unknown }>
-      const runner = await bridge.get('run', { reference: true })
-      settle = await bridge.get('settle', { reference: true })
+      context = hold(await isolate.createContext())
+      const setup = hold(await runtime.bootstrap.run(context, { reference: true }))
+      const bridge = hold(
+        (await setup.apply(undefined, [call, log, config], {
+          result: { reference: true },
+        })) as IsolatedVm.Reference<{ run: unknown; settle: unknown }>,
+      )
+      const runner = hold(await bridge.get('run', { reference: true }))
+      settle = hold(await bridge.get('settle', { reference: true }))
       const script = await this.#compile(runtime, source, filename)
-      const fn = await script.run(context, { reference: true, timeout: limits.cpuMs })
+      const fn = hold(await script.run(context, { reference: true, timeout: limits.cpuMs }))
       return runner.apply(undefined, [fn.derefInto(), eventCopy.copyInto({ release: true })], {
         result: { promise: true },
         timeout: limits.cpuMs,
@@ -530,7 +539,16 @@ export class Sandbox {
       if (this.#current === state) this.#current = undefined
       if (!controller.signal.aborted) controller.abort(new ClosedError('the run is over'))
       if (state.stop !== undefined) await releaseLocks(state)
-      if (context !== undefined && !isolate.isDisposed) context.release()
+      settle = undefined
+      if (!isolate.isDisposed) {
+        for (const handle of handles.reverse()) {
+          try {
+            handle.release()
+          } catch {
+            // already released with its isolate
+          }
+        }
+      }
     }
   }
 
