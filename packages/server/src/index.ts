@@ -1,0 +1,4 @@
+/**
+ * @flowcache/server: the flow host. For now, its script sandbox.
+ */
+export * from './sandbox/index.js'
