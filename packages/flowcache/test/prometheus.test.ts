@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { Registry } from 'prom-client'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createCache, type Cache } from '../src/core/cache.js'
+import { silentLogger } from '../src/core/logger.js'
 import { InvalidArgumentError } from '../src/errors.js'
 import { registerMetrics } from '../src/prometheus/index.js'
 import { memoryStore } from '../src/stores/memory/index.js'
@@ -220,6 +221,53 @@ describe('registerMetrics', () => {
     expect(valueOf(families, 'flowcache_l1_hits_total', { cache: 'tiered' })).toBe(
       cache.stats().l1?.hits,
     )
+    metrics.close()
+  })
+
+  it('exports getOrSet outcomes and write-behind failures as they happen', async () => {
+    const registry = new Registry()
+    const cache = createCache({ logger: silentLogger })
+    caches.push(cache)
+    const metrics = registerMetrics(cache, { registry, name: 'flows' })
+    let calls = 0
+    await cache.getOrSet('a', () => ++calls, { ttl: '1m' })
+    await cache.getOrSet('a', () => ++calls, { ttl: '1m' })
+    await expect(
+      cache.getOrSet('b', () => Promise.reject(new Error('source down'))),
+    ).rejects.toThrow('source down')
+    // A target that fails twice, then accepts.
+    let failuresLeft = 2
+    const written: string[] = []
+    const writer = cache.writeBehind(
+      {
+        write: async (items) => {
+          if (failuresLeft-- > 0) throw new Error('target down')
+          written.push(...items.map((item) => item.key))
+        },
+      },
+      { flushEvery: '1h', retry: { baseMs: 1, maxMs: 5 } },
+    )
+    await writer.set('k1', 1)
+    await writer.set('k2', 2)
+    const pending = await scrape(registry)
+    expect(valueOf(pending, 'flowcache_write_behind_pending', { cache: 'flows' })).toBe(2)
+    await writer.flush()
+    const families = await scrape(registry)
+    const gos = (outcome: string): number | undefined =>
+      valueOf(families, 'flowcache_get_or_set_total', { cache: 'flows', outcome })
+    expect(gos('hit')).toBe(1)
+    expect(gos('miss')).toBe(2)
+    expect(gos('factory_call')).toBe(2)
+    expect(gos('factory_error')).toBe(1)
+    const wb = (outcome: string): number | undefined =>
+      valueOf(families, 'flowcache_write_behind_total', { cache: 'flows', outcome })
+    expect(wb('failure')).toBe(2)
+    expect(wb('retry')).toBe(2)
+    expect(wb('flushed')).toBe(2)
+    expect(wb('batch')).toBe(1)
+    expect(valueOf(families, 'flowcache_write_behind_pending', { cache: 'flows' })).toBe(0)
+    expect(written.sort()).toEqual(['k1', 'k2'])
+    await writer.close()
     metrics.close()
   })
 

@@ -194,6 +194,46 @@ const STAT_METRICS: readonly StatMetric[] = [
   },
   {
     kind: 'counter',
+    name: 'get_or_set_total',
+    help: 'getOrSet and memoize outcomes: hit, miss, factory_call, factory_error, grace_served, soft_timeout, timeout, refresh, lock_wait.',
+    read: (s) => ({
+      hit: s.getOrSet.hits,
+      miss: s.getOrSet.misses,
+      factory_call: s.getOrSet.factoryCalls,
+      factory_error: s.getOrSet.factoryErrors,
+      grace_served: s.getOrSet.graceServed,
+      soft_timeout: s.getOrSet.softTimeouts,
+      timeout: s.getOrSet.timeouts,
+      refresh: s.getOrSet.refreshes,
+      lock_wait: s.getOrSet.lockWaits,
+    }),
+  },
+  {
+    kind: 'counter',
+    name: 'write_behind_total',
+    help: 'Write-behind outcomes of every writer: flushed (operations written), batch (successful target calls), failure (failed target calls), retry, coalesced.',
+    read: (s) => ({
+      flushed: s.writeBehind.flushed,
+      batch: s.writeBehind.batches,
+      failure: s.writeBehind.failures,
+      retry: s.writeBehind.retries,
+      coalesced: s.writeBehind.coalesced,
+    }),
+  },
+  {
+    kind: 'gauge',
+    name: 'write_behind_pending',
+    help: 'Operations queued in open write-behind writers, not yet written to their target.',
+    read: single((s) => s.writeBehind.pending),
+  },
+  {
+    kind: 'gauge',
+    name: 'write_behind_failing',
+    help: 'Open write-behind writers whose target is failing now.',
+    read: single((s) => s.writeBehind.failing),
+  },
+  {
+    kind: 'counter',
     name: 'l1_hits_total',
     help: 'Reads answered by the L1 tier (only caches with one).',
     read: single((s) => s.l1?.hits),
@@ -224,9 +264,16 @@ const STAT_METRICS: readonly StatMetric[] = [
   },
 ]
 
+const OUTCOME_METRICS = new Set([
+  'lock_outcomes_total',
+  'rate_limit_decisions_total',
+  'get_or_set_total',
+  'write_behind_total',
+])
+
 /** Whether a stat metric has an `outcome` label. */
 function hasOutcome(metric: StatMetric): boolean {
-  return metric.name === 'lock_outcomes_total' || metric.name === 'rate_limit_decisions_total'
+  return OUTCOME_METRICS.has(metric.name)
 }
 
 /** The member's stats for the scrape in progress: one `stats()` call per cache and scrape. */
