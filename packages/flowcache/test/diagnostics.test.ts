@@ -107,6 +107,31 @@ describe('flowcache:operation', () => {
     ])
   })
 
+  it('reports getOrSet and memoize calls as one operation each, with hit or miss', async () => {
+    const cache = track(createCache())
+    const double = cache.memoize(async (n: number) => n * 2, { name: 'double' })
+    const channel = listen<OperationEvent>(channels.operation)
+    try {
+      await cache.getOrSet('report', () => 'r')
+      await cache.getOrSet('report', () => 'r')
+      await double(2)
+      await double(2)
+      await expect(cache.getOrSet('bad', () => Promise.reject(new Error('x')))).rejects.toThrow('x')
+    } finally {
+      channel.stop()
+    }
+    const outer = channel.events
+      .map(shape)
+      .filter((event) => event.operation === 'getOrSet' || event.operation === 'memoize')
+    expect(outer).toEqual([
+      { store: 'memory', operation: 'getOrSet', namespace: [], outcome: 'miss' },
+      { store: 'memory', operation: 'getOrSet', namespace: [], outcome: 'hit' },
+      { store: 'memory', operation: 'memoize', namespace: [], outcome: 'miss' },
+      { store: 'memory', operation: 'memoize', namespace: [], outcome: 'hit' },
+      { store: 'memory', operation: 'getOrSet', namespace: [], outcome: 'error', error: true },
+    ])
+  })
+
   it('reports store failures as errors with their code', async () => {
     const cache = track(
       createCache({

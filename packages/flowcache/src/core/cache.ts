@@ -42,6 +42,7 @@ import {
   type Factory,
   type GetOrSetHost,
   type GetOrSetOptions,
+  type GetOrSetResult,
 } from './get-or-set.js'
 import { memoize, type Memoized, type MemoizeOptions } from './memoize.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
@@ -1055,7 +1056,30 @@ export class Cache {
    */
   async getOrSet<T>(key: string, factory: Factory<T>, options: GetOrSetOptions = {}): Promise<T> {
     this.#open()
-    return (await getOrSetResult(this.#getOrSet(), key, factory, options)).value
+    return (await this.#observedGetOrSet('getOrSet', this.#getOrSet(), key, factory, options)).value
+  }
+
+  /**
+   * Runs a getOrSet and, when someone listens on the operation channel, reports it as one
+   * operation (`getOrSet` or `memoize`) with `hit` / `miss` and its whole duration.
+   */
+  async #observedGetOrSet<T>(
+    operation: 'getOrSet' | 'memoize',
+    host: GetOrSetHost,
+    key: string,
+    factory: Factory<T>,
+    options: GetOrSetOptions | undefined,
+  ): Promise<GetOrSetResult<T>> {
+    if (!operationChannel.hasSubscribers) return getOrSetResult(host, key, factory, options)
+    const start = performance.now()
+    try {
+      const result = await getOrSetResult(host, key, factory, options)
+      this.#report(operation, start, result.hit ? 'hit' : 'miss')
+      return result
+    } catch (error) {
+      this.#report(operation, start, 'error', error)
+      throw error
+    }
   }
 
   /**
@@ -1074,7 +1098,7 @@ export class Cache {
     return memoize(
       {
         getOrSet: (key, factory, getOrSetOptions) =>
-          getOrSetResult(host, key, factory, getOrSetOptions),
+          view.#observedGetOrSet('memoize', host, key, factory, getOrSetOptions),
         forget: async (key) => {
           const [deleted] = await Promise.all([
             view.delete(key),
