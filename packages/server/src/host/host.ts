@@ -338,7 +338,7 @@ export class FlowHost {
       }),
     )
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight])
-    await Promise.all(states.map((state) => state.election?.stop()))
+    await Promise.all(states.map(async (state) => state.election?.stop()))
     for (const state of states) state.active = false
     this.#state = 'stopped'
   }
