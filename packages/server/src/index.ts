@@ -1,4 +1,5 @@
 /**
- * @flowcache/server: the flow host. For now, its script sandbox.
+ * @flowcache/server: the flow host: its script sandbox and the host that triggers flows.
  */
 export * from './sandbox/index.js'
+export * from './host/index.js'
