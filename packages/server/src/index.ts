@@ -2,3 +2,4 @@
  * @flowcache/server: the flow host. For now, its script sandbox.
  */
 export * from './sandbox/index.js'
+export * from './resources/index.js'
