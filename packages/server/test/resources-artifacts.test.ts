@@ -413,7 +413,6 @@ describe('two processes sharing the directory', () => {
       const results = Promise.all(workers.map((w) => w.done)).finally(() => {
         settled = true
       })
-      let sightings = 0
       while (!settled) {
         let bytes: Buffer | undefined
         try {
@@ -422,7 +421,6 @@ describe('two processes sharing the directory', () => {
           bytes = undefined
         }
         if (bytes !== undefined) {
-          sightings++
           expect(bytes.length).toBe(expected.length)
           expect(bytes.equals(expected)).toBe(true)
         }
