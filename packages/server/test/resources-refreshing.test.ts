@@ -380,7 +380,9 @@ describe('fileResource', () => {
     const cause = (error as ResourceLoadError).cause
     expect(cause).toBeInstanceOf(ResourceParseError)
     expect(cause).toMatchObject({ line: 4, column: 3 })
-    expect((error as Error).message).toContain(`${path}:4:3: invalid JSON: `)
+    expect((error as Error).message).toBe(
+      `resource "${path}" could not be loaded: ${path}:4:3: invalid JSON: unexpected "}"`,
+    )
   })
 
   it.each([
@@ -389,6 +391,7 @@ describe('fileResource', () => {
     ['[1,\n2,,3]', 2, 3],
     ['{"a": 1}\n{"b": 2}', 2, 1],
     ['', 1, 1],
+    ['{"a": "line\nbreak"}', 1, 12],
   ])('locates the JSON error in %j at %i:%i', async (text, line, column) => {
     const path = join(dir, 'doc.json')
     await writeFile(path, text)

@@ -153,8 +153,14 @@ function parseJson(text: string, file: string): unknown {
   try {
     return JSON.parse(text) as unknown
   } catch (error) {
-    const offset = jsonErrorOffset(text) ?? text.length
-    const reason = error instanceof Error ? error.message.split('\n')[0] : String(error)
+    const offset = jsonErrorOffset(text)
+    if (offset === undefined) {
+      const reason = error instanceof Error ? (error.message.split('\n')[0] ?? '') : String(error)
+      throw new ResourceParseError(file, `invalid JSON: ${reason}`, {}, { cause: error })
+    }
+    const char = text[offset]
+    const reason =
+      char === undefined ? 'unexpected end of the file' : `unexpected ${JSON.stringify(char)}`
     throw new ResourceParseError(file, `invalid JSON: ${reason}`, positionOf(text, offset), {
       cause: error,
     })
