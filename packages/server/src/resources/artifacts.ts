@@ -370,7 +370,7 @@ class DirectoryArtifactCache implements ArtifactCache {
     checkName(name)
     checkVersion(version)
     this.#lastUsed.delete(this.#entryKey(name, version))
-    return this.#remove(name, version, undefined)
+    return this.#remove(name, version)
   }
 
   async list(): Promise<ArtifactInfo[]> {
@@ -433,7 +433,7 @@ class DirectoryArtifactCache implements ArtifactCache {
           expected,
           stored: found.meta.sha256,
         })
-        await this.#remove(name, version, found.meta.id)
+        await this.#remove(name, version, { id: found.meta.id })
       } else if (found.state === 'damaged') {
         this.#stats.corruptions++
         this.#logger.warn('flowcache artifacts: stored copy is damaged; fetching again', {
@@ -441,7 +441,7 @@ class DirectoryArtifactCache implements ArtifactCache {
           version,
           reason: found.reason,
         })
-        await this.#remove(name, version, found.id)
+        await this.#remove(name, version, { id: found.id })
       }
       const stored = await this.#fetchAndStore(name, version, fetch, expected)
       if (stored !== undefined) {
@@ -634,10 +634,15 @@ class DirectoryArtifactCache implements ArtifactCache {
 
   /**
    * Removes the artifact's directory by renaming it out of place first, so no reader sees it
-   * half deleted. With `id`, removes only that copy: when another process replaced it meanwhile,
-   * the new copy is put back (or dropped if yet another one took its place).
+   * half deleted. With `only`, removes only the copy a check found damaged (`only.id`, or a copy
+   * without readable metadata when `undefined`): when another process replaced it meanwhile with
+   * a copy of its own, that copy is put back (or dropped if yet another one took its place).
    */
-  async #remove(name: string, version: string, id: string | undefined): Promise<boolean> {
+  async #remove(
+    name: string,
+    version: string,
+    only?: { id: string | undefined },
+  ): Promise<boolean> {
     const entryDir = this.#entryDir(name, version)
     const trash = join(this.dir, TEMP_DIR, `${randomUUID()}.trash`)
     await mkdir(join(this.dir, TEMP_DIR), { recursive: true })
@@ -647,14 +652,14 @@ class DirectoryArtifactCache implements ArtifactCache {
       if (errorCode(error) === 'ENOENT') return false
       throw error
     }
-    if (id !== undefined) {
+    if (only !== undefined) {
       let current: ArtifactMeta | undefined
       try {
         current = parseMeta(await readFile(join(trash, META_FILE), 'utf8'))
       } catch {
         current = undefined
       }
-      if (current !== undefined && current.id !== id) {
+      if (current !== undefined && current.id !== only.id) {
         try {
           await rename(trash, entryDir)
           return false
@@ -681,7 +686,7 @@ class DirectoryArtifactCache implements ArtifactCache {
       .sort((a, b) => lastUse(a) - lastUse(b))
     for (const info of candidates) {
       if (total <= this.#maxBytes) break
-      if (await this.#remove(info.name, info.version, undefined)) {
+      if (await this.#remove(info.name, info.version)) {
         this.#stats.evictions++
         this.#lastUsed.delete(this.#entryKey(info.name, info.version))
       }
