@@ -3,3 +3,4 @@
  */
 export * from './sandbox/index.js'
 export * from './host/index.js'
+export * from './resources/index.js'
