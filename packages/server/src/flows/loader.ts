@@ -318,11 +318,6 @@ function toTrigger(trigger: FlowInput['trigger']): Trigger {
   return { kind: 'events', source }
 }
 
-/** A step definition with the file line of its script's first line (when it maps exactly). */
-export interface LoadedStep extends StepDefinition {
-  scriptLine?: number
-}
-
 /** Sha256 of a file's content, hex: the flow's revision. */
 export function revisionOf(content: string | Uint8Array): string {
   return createHash('sha256').update(content).digest('hex')
@@ -365,8 +360,8 @@ export function parseFlow(
   const result = flowSchema.safeParse(doc.toJS({ maxAliasCount: 100 }))
   if (!result.success) throw new FlowValidationError(file, toIssues(result.error, file, positions))
   const input = result.data
-  const steps = input.steps.map((step, index): LoadedStep => {
-    const definition: LoadedStep = {
+  const steps = input.steps.map((step, index): StepDefinition => {
+    const definition: StepDefinition = {
       name: step.name,
       script: step.script,
       line: positions.of(['steps', index]).line,
