@@ -7,8 +7,7 @@ import { createCache, type Cache, type Store } from '../flowcache.js'
 import { UsageError } from './io.js'
 
 /** The `--store` values the CLI accepts, for help texts. */
-export const STORE_SPEC_HELP =
-  'memory (default), sqlite:<path>, redis://host:6379[/db] or nats://host:4222'
+export const STORE_SPEC_HELP = 'memory, sqlite:<path>, redis://host:6379[/db] or nats://host:4222'
 
 /** Parses a `--store` value into the store it names (without connecting). */
 export async function storeFromSpec(spec: string): Promise<Store | undefined> {
