@@ -5,7 +5,8 @@
  * passing arguments, standard streams, signals and the exit code through.
  */
 import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
+import process from 'node:process'
+import { fileURLToPath, URL } from 'node:url'
 
 const entry = fileURLToPath(new URL('./flowcache.ts', import.meta.url))
 const tsx = import.meta.resolve('tsx')

@@ -94,8 +94,9 @@ describe('valid flows', () => {
     expect(schedule.tenant).toBe('default')
     expect(schedule.trigger).toEqual({ kind: 'schedule', everyMs: 30_000 })
     expect(schedule.requireLeaderElection).toBe(true)
-    expect(parseFlow(`name: t\ntrigger: { schedule: { every: 1500 } }\n${steps}`, 'a').flow.trigger)
-      .toEqual({ kind: 'schedule', everyMs: 1500 })
+    expect(
+      parseFlow(`name: t\ntrigger: { schedule: { every: 1500 } }\n${steps}`, 'a').flow.trigger,
+    ).toEqual({ kind: 'schedule', everyMs: 1500 })
     const sources = [
       ['{ file: events.jsonl }', { kind: 'file', path: 'events.jsonl' }],
       ['{ stdin: true }', { kind: 'stdin' }],
@@ -176,9 +177,9 @@ steps:
   it('refuses zero or several triggers, and an events trigger with zero or several sources', () => {
     const steps = 'steps:\n  - name: s\n    script: return event\n'
     expect(
-      issuesOf(`name: x\ntrigger:\n  http: { method: GET, path: / }\n  schedule: { every: 1m }\n${steps}`).map(
-        (issue) => `${where(issue)}: ${issue.message}`,
-      ),
+      issuesOf(
+        `name: x\ntrigger:\n  http: { method: GET, path: / }\n  schedule: { every: 1m }\n${steps}`,
+      ).map((issue) => `${where(issue)}: ${issue.message}`),
     ).toEqual(['3:3 trigger: must have exactly one of http, schedule, events; got several'])
     expect(issuesOf(`name: x\ntrigger: {}\n${steps}`)[0]?.message).toMatch(/got none$/)
     expect(issuesOf(`name: x\ntrigger: { events: {} }\n${steps}`)[0]).toMatchObject({
@@ -186,7 +187,8 @@ steps:
       message: 'must have exactly one of file, stdin, nats; got none',
     })
     expect(
-      issuesOf(`name: x\ntrigger: { events: { stdin: true, file: a.jsonl } }\n${steps}`)[0]?.message,
+      issuesOf(`name: x\ntrigger: { events: { stdin: true, file: a.jsonl } }\n${steps}`)[0]
+        ?.message,
     ).toMatch(/got several$/)
     expect(issuesOf(`name: x\ntrigger: { events: { stdin: false } }\n${steps}`)[0]).toMatchObject({
       path: 'trigger.events.stdin',
@@ -215,11 +217,13 @@ steps:
       '1:1 trigger: is required',
       '1:1 steps: is required',
     ])
-    expect(issuesOf('name: x\ntrigger: { schedule: { every: 1s } }\nsteps: []\n')[0]).toMatchObject({
-      path: 'steps',
-      line: 3,
-      message: 'must have at least one step',
-    })
+    expect(issuesOf('name: x\ntrigger: { schedule: { every: 1s } }\nsteps: []\n')[0]).toMatchObject(
+      {
+        path: 'steps',
+        line: 3,
+        message: 'must have at least one step',
+      },
+    )
     expect(issuesOf('')[0]).toMatchObject({ path: '', line: 1, column: 1 })
     expect(issuesOf('- a\n- b\n')[0]?.message).toMatch(/^must be a mapping .* got a list$/)
   })

@@ -33,7 +33,8 @@ function describe(input: unknown): string {
   if (Array.isArray(input)) return 'a list'
   if (typeof input === 'object') return 'a mapping'
   if (typeof input === 'string') return `'${input.length > 40 ? `${input.slice(0, 40)}…` : input}'`
-  return `${typeof input} ${String(input)}`
+  if (typeof input === 'number' || typeof input === 'boolean') return `${typeof input} ${input}`
+  return typeof input
 }
 
 /** An error function: "is required" for a missing field, else `problem; got …`. */
