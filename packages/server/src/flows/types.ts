@@ -34,6 +34,11 @@ export interface StepDefinition {
   }
   /** Line of the step in its file (1-based), for error messages. */
   line: number
+  /**
+   * Line in the file of the script's first line, when each script line is one file line (a
+   * literal block `script: |`, or a one-line script); maps script errors to file lines.
+   */
+  scriptLine?: number
 }
 
 /** A flow as loaded from one YAML file. */
@@ -59,6 +64,10 @@ export interface StepReport {
   hit: boolean | null
   /** Wall time of the step, in ms. */
   ms: number
+  /** A memoized step run with `debug: true`: the step cache was neither read nor written. */
+  bypassed?: boolean
+  /** What the script logged (absent when the result came from the step cache). */
+  logs?: Array<{ level: 'debug' | 'info' | 'warn' | 'error'; message: string }>
 }
 
 /** The outcome of one run of a flow. */

@@ -1,0 +1,12 @@
+/**
+ * The CLI's commands. Each module adds one command to the program; add new ones here.
+ */
+import type { Command } from 'commander'
+import type { CliIo, ExitCode } from '../io.js'
+import { registerRun } from './run.js'
+
+/** Adds a command to the program; it reports its exit code through `done`. */
+export type RegisterCommand = (program: Command, io: CliIo, done: (code: ExitCode) => void) => void
+
+/** Every command of `flowcache`, in help order. */
+export const COMMANDS: readonly RegisterCommand[] = [registerRun]
