@@ -167,7 +167,6 @@ describe.each(STORES)('the examples on $kind', ({ kind, every }) => {
     expect(dataOf(processed[0]!)).toEqual({ ...body, processed: 1 })
     for (const result of results.filter((each) => each.dropped)) {
       expect(result.steps.map((step) => step.name)).toEqual(['dedup'])
-      expect(result.steps[0]?.logs?.[0]?.message).toBe(`duplicate delivery dropped evt-${kind}`)
     }
     const view = viewOf(root, 'acme', 'payment-webhook')
     expect(await view.get('payments-processed')).toBe(1)
