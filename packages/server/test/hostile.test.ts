@@ -170,7 +170,8 @@ describe('resource exhaustion', () => {
       `let deep = {}; const top = deep
        for (let i = 0; i < 200000; i++) { deep.next = {}; deep = deep.next }
        return { data: top }`,
-      { cpuTime: 2000 },
+      // A generous wall budget: on a loaded machine this run can take more than the default 2s.
+      { cpuTime: 2000, wallTime: '30s' },
     )
     expect(error.code).toBe('E_SCRIPT_RESULT')
   })
