@@ -10,6 +10,7 @@ import {
   ScriptError,
   ScriptLimitError,
   ScriptResultError,
+  type RunLimits,
   type Sandbox,
 } from '../src/sandbox/index.js'
 import { flowView, rejectionOf, runIn } from './helpers/sandbox.js'
@@ -455,6 +456,150 @@ describe('ctx.log', () => {
       runIn(sandbox, view, 'ctx.log("before"); throw new Error("after")'),
     )) as ScriptError
     expect(error.logs).toEqual([{ level: 'info', message: 'before' }])
+  })
+})
+
+describe('ctx.log after awaited ctx calls', () => {
+  // A line written after an awaited ctx call used to be able to reach the host after the result;
+  // each case runs many times, because whether it did depended on thread timing.
+  const ROUNDS = 25
+
+  /** Runs `source` `ROUNDS` times and returns the messages of every run. */
+  async function messagesOf(
+    source: string,
+    cache: Cache = view,
+    limits?: Partial<RunLimits>,
+  ): Promise<string[][]> {
+    const runs: string[][] = []
+    for (let i = 0; i < ROUNDS; i++) {
+      const options = limits === undefined ? {} : { limits }
+      const result = await runIn(sandbox, cache, source, options)
+      runs.push(result.logs.map((entry) => entry.message))
+    }
+    return runs
+  }
+
+  it('keeps a line written after an awaited cache call', async () => {
+    for (const call of [
+      "ctx.cache.increment('after:count')",
+      "ctx.cache.get('after:missing')",
+      "ctx.cache.set('after:k', 1, '1m')",
+      "ctx.cache.getMany(['after:k', 'after:other'])",
+    ]) {
+      const runs = await messagesOf(`await ${call}; ctx.log('after'); return event`)
+      expect(runs, call).toEqual(Array.from({ length: ROUNDS }, () => ['after']))
+    }
+  })
+
+  it('keeps lines written after awaited lock and rate-limit calls', async () => {
+    const own = flowView(root, 'acme', 'log-after-locks')
+    for (const [call, line] of [
+      ["ctx.locks.acquire('job:' + ctx.flow.runId, { ttl: '2s' })", 'acquired true'],
+      ["ctx.locks.release('job', 'nobody')", 'released false'],
+      ["ctx.rateLimit('api', { max: 1000, per: '1m' }).then((r) => r.allowed)", 'limited true'],
+    ] as const) {
+      const [label] = line.split(' ')
+      const runs = await messagesOf(
+        `const got = await ${call}
+         console.warn('${label}', got !== null && got !== false)
+         return event`,
+        own,
+      )
+      expect(runs, call).toEqual(Array.from({ length: ROUNDS }, () => [line]))
+    }
+  })
+
+  it('keeps interleaved lines in the order they were written, with their levels', async () => {
+    const result = await runIn(
+      sandbox,
+      view,
+      `ctx.log('start')
+       for (let i = 0; i < 5; i++) {
+         await ctx.cache.increment('interleaved')
+         console.debug('step', i)
+       }
+       await ctx.cache.delete('interleaved')
+       console.error('end')
+       return null`,
+    )
+    expect(result.logs).toEqual([
+      { level: 'info', message: 'start' },
+      ...[0, 1, 2, 3, 4].map((i) => ({ level: 'debug', message: `step ${i}` })),
+      { level: 'error', message: 'end' },
+    ])
+    const runs = await messagesOf(
+      `ctx.log('a'); await ctx.cache.get('y'); console.info('b'); ctx.log('c')
+       return event`,
+    )
+    expect(runs).toEqual(Array.from({ length: ROUNDS }, () => ['a', 'b', 'c']))
+  })
+
+  it('keeps every line up to maxLogLines after an await, and marks the rest as dropped', async () => {
+    const runs = await messagesOf(
+      `await ctx.cache.increment('many')
+       for (let i = 0; i < 150; i++) ctx.log('line', i)
+       return event`,
+      view,
+      { maxLogLines: 100 },
+    )
+    const expected = Array.from({ length: 100 }, (_, i) => `line ${i}`)
+    expect(runs).toEqual(Array.from({ length: ROUNDS }, () => expected))
+    const truncated = await runIn(
+      sandbox,
+      view,
+      `await ctx.cache.increment('many'); for (let i = 0; i < 150; i++) ctx.log(i); return event`,
+      { limits: { maxLogLines: 100 } },
+    )
+    expect(truncated.logsTruncated).toBe(true)
+    const exact = await runIn(
+      sandbox,
+      view,
+      `await ctx.cache.increment('many'); for (let i = 0; i < 100; i++) ctx.log(i); return event`,
+      { limits: { maxLogLines: 100 } },
+    )
+    expect(exact.logs).toHaveLength(100)
+    expect(exact.logsTruncated).toBe(false)
+    const bytes = await runIn(
+      sandbox,
+      view,
+      `await ctx.cache.increment('many'); for (let i = 0; i < 10; i++) ctx.log('é'.repeat(100))
+       return event`,
+      { limits: { maxLogBytes: 300 } },
+    )
+    const total = bytes.logs.reduce((sum, entry) => sum + Buffer.byteLength(entry.message), 0)
+    expect(total).toBeLessThanOrEqual(300)
+    expect(total).toBeGreaterThan(200)
+    expect(bytes.logsTruncated).toBe(true)
+  })
+
+  it('attaches lines written after an await to the error of a failing script', async () => {
+    for (let i = 0; i < ROUNDS; i++) {
+      const thrown = (await rejectionOf(
+        runIn(
+          sandbox,
+          view,
+          `ctx.log('before'); await ctx.cache.increment('fail'); ctx.log('after')
+           throw new Error('boom')`,
+        ),
+      )) as ScriptError
+      expect(thrown).toBeInstanceOf(ScriptError)
+      expect(thrown.message).toBe('boom')
+      expect(thrown.logs.map((entry) => entry.message)).toEqual(['before', 'after'])
+      const invalid = (await rejectionOf(
+        runIn(sandbox, view, `await ctx.cache.get('fail'); ctx.log('returning 42'); return 42`),
+      )) as ScriptResultError
+      expect(invalid).toBeInstanceOf(ScriptResultError)
+      expect(invalid.logs).toEqual([{ level: 'info', message: 'returning 42' }])
+    }
+  })
+
+  it('keeps lines written while the result is converted, and none written after', async () => {
+    const runs = await messagesOf(
+      `await ctx.cache.get('late')
+       Promise.resolve().then(() => Promise.resolve()).then(() => ctx.log('after the result'))
+       return { data: { toJSON() { ctx.log('converting'); return 1 } } }`,
+    )
+    expect(runs).toEqual(Array.from({ length: ROUNDS }, () => ['converting']))
   })
 })
 

@@ -14,9 +14,11 @@
  *   `{ ok: false, code, name, message }`, which resolves or rejects the script's promise. The
  *   host drives both directions, so the script never holds a reference to anything in the host;
  * - `log(level, text)` hands one log line to the host;
- * - `run(fn, event)` resolves to `R<json>` (a result), `N` (null), `U` (undefined), `T<type>`
- *   (not an object), `J<message>` (not JSON), `L<length>` (too large) or `E<json>` (the script
- *   threw).
+ * - `run(fn, event)` resolves to `<lines>,<answer>`: how many times it called `log`, then
+ *   `R<json>` (a result), `N` (null), `U` (undefined), `T<type>` (not an object), `J<message>`
+ *   (not JSON), `L<length>` (too large) or `E<json>` (the script threw). `log` calls reach the
+ *   host as separate messages, which can arrive after the answer, so the host waits for that
+ *   many lines before it reads the answer; nothing is logged after the answer.
  */
 export const BOOTSTRAP_SOURCE = String.raw`(function setup(call, log, configJson) {
   'use strict'
@@ -194,7 +196,16 @@ export const BOOTSTRAP_SOURCE = String.raw`(function setup(call, log, configJson
     },
   })
 
+  // Log lines handed to the host so far, and whether the run has produced its answer. The count
+  // goes out with the answer, so the host can wait for every line the script wrote before it
+  // returned; lines written after that are not sent at all.
   let lines = 0
+  let sent = 0
+  let finished = false
+  function send(level, text) {
+    sent++
+    log(level, text)
+  }
   function format(args) {
     let text = ''
     for (let i = 0; i < args.length && text.length < limits.maxLogBytes; i++) {
@@ -213,13 +224,14 @@ export const BOOTSTRAP_SOURCE = String.raw`(function setup(call, log, configJson
   }
   function logger(level) {
     return (...args) => {
+      if (finished) return
       if (lines >= limits.maxLogLines) {
-        if (lines === limits.maxLogLines) log('dropped', '')
+        if (lines === limits.maxLogLines) send('dropped', '')
         lines = limits.maxLogLines + 1
         return
       }
       lines++
-      log(level, format(args))
+      send(level, format(args))
     }
   }
 
@@ -290,7 +302,8 @@ export const BOOTSTRAP_SOURCE = String.raw`(function setup(call, log, configJson
       const done = (text) => {
         if (!settled) {
           settled = true
-          resolve(text)
+          finished = true
+          resolve(sent + ',' + text)
         }
       }
       const ok = (value) => {

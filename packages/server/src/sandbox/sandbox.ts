@@ -148,6 +148,12 @@ interface RunState extends BridgeRun {
   readonly logs: LogEntry[]
   logBytes: number
   logsTruncated: boolean
+  /** Log lines that reached the host (kept, cut or dropped). */
+  linesIn: number
+  /** Called once `linesIn` reaches the number of lines the script sent before its answer. */
+  linesWaiter: { lines: number; arrived: () => void } | undefined
+  /** Set when the run is over: lines that arrive later are ignored. */
+  ended: boolean
   calls: number
   stop: Stop | undefined
   stopRun: (stop: Stop) => void
@@ -411,6 +417,9 @@ export class Sandbox {
       logs: [],
       logBytes: 0,
       logsTruncated: false,
+      linesIn: 0,
+      linesWaiter: undefined,
+      ended: false,
       calls: 0,
       stop: undefined,
       stopRun: (stop) => {
@@ -463,9 +472,18 @@ export class Sandbox {
       },
       { ignored: true },
     )
+    // Log lines arrive as their own messages, in the order the script wrote them, but not
+    // necessarily before the script's answer: see allLines().
     const log = new ivm.Callback(
       (level: unknown, text: unknown) => {
+        if (state.ended) return
+        state.linesIn++
         this.#log(state, level, text)
+        const waiter = state.linesWaiter
+        if (waiter !== undefined && state.linesIn >= waiter.lines) {
+          state.linesWaiter = undefined
+          waiter.arrived()
+        }
       },
       { ignored: true },
     )
@@ -521,7 +539,8 @@ export class Sandbox {
     try {
       const out = await Promise.race([work, stopped])
       cpu = isolate.isDisposed ? cpu : cpuMs()
-      const result = this.#decode(state, out, filename)
+      const answer = await allLines(state, out, stopped)
+      const result = this.#decode(state, answer, filename)
       return {
         value: result,
         logs: state.logs,
@@ -536,6 +555,8 @@ export class Sandbox {
     } finally {
       clearInterval(watchdog)
       clearTimeout(wallTimer)
+      state.ended = true
+      state.linesWaiter = undefined
       if (this.#current === state) this.#current = undefined
       if (!controller.signal.aborted) controller.abort(new ClosedError('the run is over'))
       if (state.stop !== undefined) await releaseLocks(state)
@@ -669,6 +690,31 @@ export class Sandbox {
     }
     return new ScriptError('the script failed in the sandbox', { logs, cause: error })
   }
+}
+
+/**
+ * Reads the runner's `<lines>,<answer>` and waits until the host has received the `lines` log
+ * lines the script sent before its answer (they travel separately and can arrive after it), or
+ * until the run is stopped. Returns the answer, or `undefined` when `out` is not in that form.
+ */
+async function allLines(
+  state: RunState,
+  out: unknown,
+  stopped: Promise<never>,
+): Promise<string | undefined> {
+  if (typeof out !== 'string') return undefined
+  const comma = out.indexOf(',')
+  const lines = Number(out.slice(0, comma))
+  if (comma < 1 || comma > 12 || !Number.isSafeInteger(lines) || lines < 0) return undefined
+  // The bootstrap sends at most maxLogLines lines and one "dropped" marker.
+  const expected = Math.min(lines, state.limits.maxLogLines + 1)
+  if (state.linesIn < expected) {
+    const arrived = new Promise<void>((resolve) => {
+      state.linesWaiter = { lines: expected, arrived: resolve }
+    })
+    await Promise.race([arrived, stopped])
+  }
+  return out.slice(comma + 1)
 }
 
 function tooLarge(max: number, logs: readonly LogEntry[]): ScriptResultError {
