@@ -39,24 +39,29 @@ import { createCache, type Cache } from '../packages/flowcache/src/index.js'
 import { natsStore } from '../packages/flowcache/src/stores/nats/index.js'
 import { redisStore } from '../packages/flowcache/src/stores/redis/index.js'
 import {
-  findExecutable,
-  probeNats,
-  probeRedis,
-  startNatsServer,
-  startRedisServer,
-  type ServerHandle,
-} from '../packages/flowcache/test/helpers/servers.js'
-import {
-  ChildWorker,
+  batchTask,
+  commandLine,
+  deleteBucket,
+  describeNats,
+  describeRedis,
+  findService,
+  forEachParallel,
+  formatRate,
   interleave,
   machineLine,
   median,
+  newRedis,
   packageVersion,
   positiveEnv,
   ratio,
   revision,
-  timeSlice,
+  selectedScenarios,
+  serveSlices,
+  SliceWorker,
   topMean,
+  unlinkMatching,
+  type Service,
+  type Sliced,
 } from './harness.js'
 
 // ---- parameters ---------------------------------------------------------------------------------
@@ -79,15 +84,6 @@ const SLICE_MS = positiveEnv('BENCH_SLICE_MS', 150)
 const WARMUP_MS = positiveEnv('BENCH_WARMUP_MS', 300)
 /** Throughput reported per cell: the mean of this many fastest slices. */
 const TOP = 3
-
-/** Rates with three significant digits from 1,000/s up. */
-function formatRate(ops: number): string {
-  if (ops >= 1e6) return `${(ops / 1e6).toFixed(2)} M/s`
-  if (ops >= 1e5) return `${(ops / 1e3).toFixed(0)} k/s`
-  if (ops >= 1e4) return `${(ops / 1e3).toFixed(1)} k/s`
-  if (ops >= 1e3) return `${(ops / 1e3).toFixed(2)} k/s`
-  return `${ops.toFixed(0)}/s`
-}
 
 // ---- contenders and scenarios -------------------------------------------------------------------
 
@@ -204,25 +200,6 @@ interface Contender {
 }
 
 const encoder = new TextEncoder()
-
-async function newRedis(url: string): Promise<RedisClient> {
-  const { Redis } = await import('ioredis')
-  const client = new Redis(url)
-  await client.ping()
-  return client
-}
-
-/** UNLINKs every key matching `*<marker>*`; returns how many went. */
-async function unlinkMatching(client: RedisClient, marker: string): Promise<number> {
-  let cursor = '0'
-  let removed = 0
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `*${marker}*`, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) removed += await client.unlink(...keys)
-  } while (cursor !== '0')
-  return removed
-}
 
 /** A flowcache cache on the scenario's store, checked to be on that store (no fallback). */
 async function flowcacheOn(service: Scenario['service'], env: RunEnv): Promise<Cache> {
@@ -366,24 +343,10 @@ async function makeContender(subject: SubjectId, id: ScenarioId, env: RunEnv): P
 
 // ---- worker: timing -----------------------------------------------------------------------------
 
-interface Prepared {
-  contender: Contender
-  task: () => Promise<void>
-  batch: number
-  counts: { ok: number; refused: number }
-}
-
-/** Runs `fn` over 0..count-1 with `parallel` calls in flight. */
-async function forEachParallel(
-  count: number,
-  parallel: number,
-  fn: (i: number) => Promise<unknown>,
-): Promise<void> {
-  let next = 0
-  const loop = async (): Promise<void> => {
-    while (next < count) await fn(next++)
-  }
-  await Promise.all(Array.from({ length: parallel }, loop))
+/** What a worker counts of a scenario's timed operations: acquired or admitted, and not. */
+interface Counts {
+  ok: number
+  refused: number
 }
 
 /**
@@ -395,7 +358,7 @@ async function warmUp(task: () => Promise<void>, ms: number): Promise<void> {
   for (let i = 0; i < 3 || performance.now() < until; i++) await task()
 }
 
-async function prepare(subject: SubjectId, id: ScenarioId, env: RunEnv): Promise<Prepared> {
+async function prepare(subject: SubjectId, id: ScenarioId, env: RunEnv): Promise<Sliced<Counts>> {
   const scenario: Scenario = SCENARIOS[id]
   const contender = await makeContender(subject, id, env)
   const keyCount = scenario.kind === 'lock' ? LOCK_KEYS : scenario.keys === 'hot' ? 1 : RATE_KEYS
@@ -415,170 +378,37 @@ async function prepare(subject: SubjectId, id: ScenarioId, env: RunEnv): Promise
     else counts.refused++
   }
   const { batch, inFlight } = scenario
-  const task =
-    inFlight === 1
-      ? async () => {
-          for (let i = 0; i < batch; i++) await one()
-        }
-      : async () => {
-          // `inFlight` awaited loops sharing one budget of `batch` calls.
-          let left = batch
-          const loop = async (): Promise<void> => {
-            while (left-- > 0) await one()
-          }
-          await Promise.all(Array.from({ length: inFlight }, loop))
-        }
+  const task = batchTask(one, batch, inFlight)
   await warmUp(task, WARMUP_MS)
   counts.ok = 0
   counts.refused = 0
-  return { contender, task, batch, counts }
+  return { task, batch, counts, close: () => contender.close() }
 }
 
-type WorkerRequest =
-  | { type: 'prepare'; scenario: ScenarioId; env: RunEnv }
-  | { type: 'slice' }
-  | { type: 'finish' }
-  | { type: 'exit' }
-type WorkerReply =
-  | { type: 'ready' }
-  | { type: 'slice'; opsPerSec: number }
-  | { type: 'finished'; ok: number; refused: number }
+/** Which scenario a worker prepares, on which servers. */
+interface PrepareRequest {
+  scenario: ScenarioId
+  env: RunEnv
+}
 
 /** Worker side: prepare, slice (many times), finish, per scenario; exit at the end. */
 function runWorker(subject: SubjectId): void {
-  let prepared: Prepared | undefined
-  const reply = (message: WorkerReply): void => void process.send!(message)
-  process.on('message', (message: WorkerRequest) => {
-    void (async () => {
-      switch (message.type) {
-        case 'prepare':
-          prepared = await prepare(subject, message.scenario, message.env)
-          return reply({ type: 'ready' })
-        case 'slice':
-          return reply({
-            type: 'slice',
-            opsPerSec: await timeSlice(prepared!.task, SLICE_MS, prepared!.batch),
-          })
-        case 'finish': {
-          await prepared!.contender.close()
-          const { ok, refused } = prepared!.counts
-          prepared = undefined
-          return reply({ type: 'finished', ok, refused })
-        }
-        case 'exit':
-          process.exit(0)
-      }
-    })().catch((error: unknown) => {
-      console.error(`${subject}:`, error)
-      process.exit(1)
-    })
-  })
-  reply({ type: 'ready' })
-}
-
-// ---- parent: servers ----------------------------------------------------------------------------
-
-interface Service {
-  url: string
-  /** How it was found, for the report. */
-  source: string
-  server?: ServerHandle
-}
-
-async function findService(name: 'redis' | 'nats'): Promise<Service> {
-  const spec =
-    name === 'redis'
-      ? {
-          envVar: 'FLOWCACHE_REDIS_URL',
-          defaultUrl: 'redis://127.0.0.1:6379',
-          binary: 'redis-server',
-          probe: probeRedis,
-          start: startRedisServer,
-        }
-      : {
-          envVar: 'FLOWCACHE_NATS_URL',
-          defaultUrl: 'nats://127.0.0.1:4222',
-          binary: 'nats-server',
-          probe: probeNats,
-          start: startNatsServer,
-        }
-  const explicit = process.env[spec.envVar]
-  if (explicit !== undefined && explicit !== '') {
-    const result = await spec.probe(explicit)
-    if (!result.ok) throw new Error(`${spec.envVar}=${explicit} does not answer: ${result.reason}`)
-    return { url: explicit, source: `from ${spec.envVar}` }
-  }
-  const tried: string[] = [`${spec.envVar} is not set`]
-  if (process.env.BENCH_PRIVATE_SERVERS !== '1') {
-    const result = await spec.probe(spec.defaultUrl)
-    if (result.ok) return { url: spec.defaultUrl, source: 'found on the default port' }
-    tried.push(`${spec.defaultUrl}: ${result.reason}`)
-  }
-  if (findExecutable(spec.binary) === undefined) {
-    tried.push(`${spec.binary} is not on PATH`)
-    throw new Error(
-      `No ${name} server for the coordination benchmark:\n  - ${tried.join('\n  - ')}\n` +
-        `Install it (Debian: apt-get install ${spec.binary}), start one on ${spec.defaultUrl}, ` +
-        `or set ${spec.envVar}.`,
-    )
-  }
-  const server = await spec.start()
-  return {
-    url: server.url,
-    source: `private ${spec.binary}, pid ${server.pid}, started for this run`,
-    server,
-  }
-}
-
-async function deleteBucket(url: string, bucket: string, log: (line: string) => void) {
-  const [{ connect }, { jetstreamManager }] = await Promise.all([
-    import('@nats-io/transport-node'),
-    import('@nats-io/jetstream'),
-  ])
-  const nc = await connect({ servers: url })
-  try {
-    const jsm = await jetstreamManager(nc)
-    await jsm.streams.delete(`KV_${bucket}`)
-    log(`nats: deleted bucket ${bucket}`)
-  } catch (error) {
-    log(`nats: could not delete bucket ${bucket}: ${String(error)}`)
-  } finally {
-    await nc.close()
-  }
+  serveSlices<PrepareRequest, Counts>(subject, SLICE_MS, ({ scenario, env }) =>
+    prepare(subject, scenario, env),
+  )
 }
 
 // ---- parent: orchestration ----------------------------------------------------------------------
 
 const SELF = fileURLToPath(import.meta.url)
 const BENCH_DIR = path.dirname(SELF)
+/** Names this benchmark in the error that says how to get a server. */
+const BENCHMARK = 'coordination benchmark'
 
-class CoordWorker extends ChildWorker<WorkerRequest, WorkerReply> {
-  /** Resolves once the worker process has started. */
-  readonly up: Promise<WorkerReply>
-
-  constructor(readonly subject: SubjectId) {
-    super(SELF, [subject], BENCH_DIR, `coordination worker ${subject}`)
-    this.up = this.next()
+class CoordWorker extends SliceWorker<PrepareRequest, Counts, SubjectId> {
+  constructor(subject: SubjectId) {
+    super(subject, SELF, [subject], BENCH_DIR, `coordination worker ${subject}`)
   }
-
-  async request(request: WorkerRequest, expected: WorkerReply['type']): Promise<WorkerReply> {
-    await this.up
-    const reply = await this.ask(request)
-    if (reply.type !== expected) throw new Error(`${this.subject}: unexpected reply ${reply.type}`)
-    return reply
-  }
-}
-
-function selectedScenarios(): ScenarioId[] {
-  const all = Object.keys(SCENARIOS) as ScenarioId[]
-  const only = process.env.BENCH_ONLY
-  if (only === undefined || only === '') return all
-  const wanted = only.split(',').map((s) => s.trim())
-  for (const id of wanted) {
-    if (!all.includes(id as ScenarioId))
-      throw new Error(`BENCH_ONLY: unknown scenario ${id}; known: ${all.join(', ')}`)
-  }
-  return all.filter((id) => wanted.includes(id))
 }
 
 /** Per cell (`subject/scenario`): the rate of every slice, and what the operations returned. */
@@ -591,7 +421,7 @@ async function main(): Promise<void> {
   const started = performance.now()
   const loadAtStart = os.loadavg()[0] ?? 0
   const log = (line: string): void => void process.stderr.write(line + '\n')
-  const scenarios = selectedScenarios()
+  const scenarios = selectedScenarios(Object.keys(SCENARIOS) as ScenarioId[])
   const needs = (service: 'redis' | 'nats'): boolean =>
     scenarios.some((id) => SCENARIOS[id].service === service)
 
@@ -605,8 +435,8 @@ async function main(): Promise<void> {
   const info = { redis: '', nats: '' }
 
   try {
-    const redis = needs('redis') ? await findService('redis') : undefined
-    const nats = needs('nats') ? await findService('nats') : undefined
+    const redis = needs('redis') ? await findService('redis', BENCHMARK) : undefined
+    const nats = needs('nats') ? await findService('nats', BENCHMARK) : undefined
     for (const service of [redis, nats]) {
       if (service === undefined) continue
       services.push(service)
@@ -615,16 +445,9 @@ async function main(): Promise<void> {
     const env: RunEnv = { redisUrl: redis?.url ?? '', natsUrl: nats?.url ?? '', runId, bucket }
     if (redis !== undefined) {
       admin = await newRedis(redis.url)
-      const version = /redis_version:(\S+)/.exec(await admin.info('server'))?.[1] ?? 'unknown'
-      const [, appendonly] = (await admin.config('GET', 'appendonly')) as string[]
-      info.redis = `Redis ${version} (appendonly ${appendonly ?? '?'}) at ${new URL(redis.url).host}, ${redis.source}`
+      info.redis = await describeRedis(admin, redis)
     }
-    if (nats !== undefined) {
-      const { connect } = await import('@nats-io/transport-node')
-      const nc = await connect({ servers: nats.url })
-      info.nats = `nats-server ${nc.info?.version ?? 'unknown'} (JetStream, file storage) at ${new URL(nats.url).host}, ${nats.source}`
-      await nc.close()
-    }
+    if (nats !== undefined) info.nats = await describeNats(nats)
 
     // A worker starts when its first scenario is next (so that it loads its modules while the
     // scenario before runs) and stops after its last one.
@@ -646,19 +469,14 @@ async function main(): Promise<void> {
       const active = scenario.subjects.map((subject) => workers.get(subject)!)
       if (scenario.service === 'nats') natsTouched = true
       // In order: flowcache first, so that its store creates the NATS bucket the raw client opens.
-      for (const worker of active) {
-        await worker.request({ type: 'prepare', scenario: id, env }, 'ready')
-      }
+      for (const worker of active) await worker.prepare({ scenario: id, env })
       await interleave(active, SLICES, async (worker) => {
         const cell = `${worker.subject}/${id}`
-        const reply = await worker.request({ type: 'slice' }, 'slice')
-        if (reply.type === 'slice')
-          results.rates.set(cell, [...(results.rates.get(cell) ?? []), reply.opsPerSec])
+        const opsPerSec = await worker.slice()
+        results.rates.set(cell, [...(results.rates.get(cell) ?? []), opsPerSec])
       })
       for (const worker of active) {
-        const reply = await worker.request({ type: 'finish' }, 'finished')
-        if (reply.type !== 'finished') continue
-        const { ok, refused } = reply
+        const { ok, refused } = await worker.finish()
         if (scenario.kind === 'lock' && refused !== 0) {
           throw new Error(
             `${worker.subject} ${id}: ${refused} of ${ok + refused} uncontended acquires failed; the scenario is broken`,
@@ -673,7 +491,7 @@ async function main(): Promise<void> {
             `median ${formatRate(median(runs))}  min ${formatRate(Math.min(...runs))}${admitted}`,
         )
         if (lastUse.get(worker.subject) === index) {
-          await worker.stop({ type: 'exit' })
+          await worker.end()
           workers.delete(worker.subject)
         }
       }
@@ -753,13 +571,8 @@ function report(
       `rate-limiter-flexible ${packageVersion(BENCH_DIR, 'rate-limiter-flexible')} · tinybench ${packageVersion(BENCH_DIR, 'tinybench')}`,
   )
   lines.push([info.redis, info.nats].filter((s) => s !== '').join(' · '))
-  const knobs = Object.entries(process.env)
-    .filter(([name]) => name.startsWith('BENCH_'))
-    .map(([name, value]) => `${name}=${value} `)
-    .join('')
-  const node = ['node', ...process.execArgv, `./${path.basename(SELF)}`].join(' ')
   lines.push(
-    `Command: \`${knobs}npm run bench:coord\` in bench/ (\`${knobs}${node}\`) · ` +
+    `${commandLine('bench:coord', SELF)} · ` +
       `mean of the ${TOP} fastest of ${SLICES} interleaved ${SLICE_MS} ms slices per cell (after ${WARMUP_MS} ms warm-up) · ` +
       `each contender in a process of its own`,
   )

@@ -17,7 +17,6 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createCache, memoryStore, type ValueIsolation } from '../packages/flowcache/src/index.js'
 import {
-  ChildWorker,
   formatOps,
   interleave,
   machineLine,
@@ -26,9 +25,11 @@ import {
   positiveEnv,
   ratio,
   revision as revisionOf,
-  timeSlice,
+  serveSlices,
+  SliceWorker,
   topMean as topMeanOf,
   warmUp,
+  type Sliced,
 } from './harness.js'
 
 // ---- parameters ---------------------------------------------------------------------------------
@@ -200,14 +201,14 @@ async function makeAdapter(
 
 // ---- worker: throughput ---------------------------------------------------------------------------
 
-/** A scenario prepared in a worker: its cache, loaded, and the task that tinybench times. */
-interface Prepared {
-  cache: Adapter
-  task: () => unknown
-  counts: { hits: number; misses: number }
+/** What a worker counts of a scenario's reads. */
+interface Counts {
+  hits: number
+  misses: number
 }
 
-async function prepare(subject: SubjectId, scenario: ScenarioId): Promise<Prepared> {
+/** A scenario prepared in a worker: its cache, loaded, and the task that tinybench times. */
+async function prepare(subject: SubjectId, scenario: ScenarioId): Promise<Sliced<Counts>> {
   const capacity = scenario === 'evict' ? EVICT_CAPACITY : DEFAULT_CAPACITY
   const cache = await makeAdapter(subject, capacity)
   const hitKeys = Array.from({ length: KEY_COUNT }, (_, i) => `key:${i}`)
@@ -267,59 +268,28 @@ async function prepare(subject: SubjectId, scenario: ScenarioId): Promise<Prepar
   }
 
   await warmUp(task, WARMUP_MS)
-  return { cache, task, counts }
+  return { task, batch: BATCH, counts, close: () => cache.close() }
 }
 
-/** Times one slice of the prepared scenario with tinybench; operations per second. */
-function slice(prepared: Prepared): Promise<number> {
-  return timeSlice(prepared.task, SLICE_MS, BATCH)
+/** Which scenario a throughput worker prepares. */
+interface PrepareRequest {
+  scenario: ScenarioId
 }
 
 /** Worker side of the throughput protocol: prepare, slice (many times), finish; then exit. */
 function throughputWorker(subject: SubjectId): void {
-  let prepared: Prepared | undefined
-  const reply = (message: WorkerReply): void => void process.send!(message)
-  process.on('message', (message: WorkerRequest) => {
-    void (async () => {
-      switch (message.type) {
-        case 'prepare':
-          prepared = await prepare(subject, message.scenario)
-          return reply({ type: 'ready' })
-        case 'slice':
-          return reply({ type: 'slice', opsPerSec: await slice(prepared!) })
-        case 'finish': {
-          await prepared!.cache.close()
-          const { hits, misses } = prepared!.counts
-          prepared = undefined
-          return reply({ type: 'finished', hits, misses })
-        }
-        case 'exit':
-          process.exit(0)
-      }
-    })().catch((error: unknown) => {
-      console.error(error)
-      process.exit(1)
-    })
-  })
-  reply({ type: 'ready' })
+  serveSlices<PrepareRequest, Counts>(subject, SLICE_MS, ({ scenario }) =>
+    prepare(subject, scenario),
+  )
 }
 
-type WorkerRequest =
-  | { type: 'prepare'; scenario: ScenarioId }
-  | { type: 'slice' }
-  | { type: 'finish' }
-  | { type: 'exit' }
-type WorkerReply =
-  | { type: 'ready' }
-  | { type: 'slice'; opsPerSec: number }
-  | { type: 'finished'; hits: number; misses: number }
-
 /** Parent side: a throughput worker process and a way to ask it one thing at a time. */
-class ThroughputWorker extends ChildWorker<WorkerRequest, WorkerReply> {
-  constructor(readonly subject: SubjectId) {
-    super(SELF, ['throughput', subject], BENCH_DIR, `throughput worker ${subject}`)
+class ThroughputWorker extends SliceWorker<PrepareRequest, Counts, SubjectId> {
+  constructor(subject: SubjectId) {
+    super(subject, SELF, ['throughput', subject], BENCH_DIR, `throughput worker ${subject}`)
   }
 
+  /** Asks the worker to exit, without waiting for it. */
   exit(): void {
     this.tell({ type: 'exit' })
   }
@@ -523,19 +493,17 @@ async function main(): Promise<void> {
   // a busy moment on a shared machine hits each of them alike. Reported: the mean of the TOP
   // fastest slices, the speed of each cache when the machine let it run undisturbed.
   const workers = THROUGHPUT_SUBJECTS.map((subject) => new ThroughputWorker(subject))
-  await Promise.all(workers.map((w) => w.next()))
+  await Promise.all(workers.map((w) => w.up))
   const rates = new Map<string, number[]>()
   for (const scenario of Object.keys(SCENARIOS) as ScenarioId[]) {
-    for (const w of workers) await w.ask({ type: 'prepare', scenario })
+    for (const w of workers) await w.prepare({ scenario })
     await interleave(workers, SLICES, async (w) => {
-      const reply = await w.ask({ type: 'slice' })
-      if (reply.type !== 'slice') throw new Error(`unexpected reply ${reply.type}`)
+      const opsPerSec = await w.slice()
       const cell = `${w.subject}/${scenario}`
-      rates.set(cell, [...(rates.get(cell) ?? []), reply.opsPerSec])
+      rates.set(cell, [...(rates.get(cell) ?? []), opsPerSec])
     })
     for (const w of workers) {
-      const reply = await w.ask({ type: 'finish' })
-      if (reply.type !== 'finished') throw new Error(`unexpected reply ${reply.type}`)
+      const reply = await w.finish()
       const wrong = scenario === 'hit' ? reply.misses : scenario === 'miss' ? reply.hits : 0
       if (wrong !== 0) {
         throw new Error(

@@ -33,26 +33,32 @@ import type { Redis as RedisClient } from 'ioredis'
 import { createCache, type Cache } from '../packages/flowcache/src/index.js'
 import { natsStore } from '../packages/flowcache/src/stores/nats/index.js'
 import { redisStore } from '../packages/flowcache/src/stores/redis/index.js'
+import { findExecutable } from '../packages/flowcache/test/helpers/servers.js'
 import {
-  findExecutable,
-  probeNats,
-  probeRedis,
-  startNatsServer,
-  startRedisServer,
-  type ServerHandle,
-} from '../packages/flowcache/test/helpers/servers.js'
-import {
-  ChildWorker,
+  batchTask,
+  commandLine,
+  deleteBucket,
+  describeNats,
+  describeRedis,
+  findService,
+  forEachParallel,
+  formatRate,
   interleave,
   machineLine,
   median,
+  newRedis,
   packageVersion,
   positiveEnv,
   ratio,
   revision,
-  timeSlice,
+  selectedScenarios,
+  serveSlices,
+  SliceWorker,
   topMean,
+  unlinkMatching,
   warmUp,
+  type Service,
+  type Sliced,
 } from './harness.js'
 
 // ---- parameters ---------------------------------------------------------------------------------
@@ -76,15 +82,6 @@ const WARMUP_MS = positiveEnv('BENCH_WARMUP_MS', 300)
 const TOP = 3
 
 /** The small object value every scenario stores (about 40 bytes of JSON), as in memory.ts. */
-/** Rates with three significant digits from 1,000/s up: network rates are tens of k/s. */
-function formatRate(ops: number): string {
-  if (ops >= 1e6) return `${(ops / 1e6).toFixed(2)} M/s`
-  if (ops >= 1e5) return `${(ops / 1e3).toFixed(0)} k/s`
-  if (ops >= 1e4) return `${(ops / 1e3).toFixed(1)} k/s`
-  if (ops >= 1e3) return `${(ops / 1e3).toFixed(2)} k/s`
-  return `${ops.toFixed(0)}/s`
-}
-
 function makeValue(i: number): { id: number; name: string; tags: string[] } {
   return { id: i, name: 'user-' + i, tags: ['a', 'b'] }
 }
@@ -229,25 +226,6 @@ interface Contender {
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
-async function newRedis(url: string): Promise<RedisClient> {
-  const { Redis } = await import('ioredis')
-  const client = new Redis(url)
-  await client.ping()
-  return client
-}
-
-/** UNLINKs every key matching `*<marker>*`; returns how many went. */
-async function unlinkMatching(client: RedisClient, marker: string): Promise<number> {
-  let cursor = '0'
-  let removed = 0
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `*${marker}*`, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) removed += await client.unlink(...keys)
-  } while (cursor !== '0')
-  return removed
-}
-
 async function flowcacheContender(
   cache: Cache,
   dropRemote?: () => Promise<void>,
@@ -367,27 +345,17 @@ async function makeContender(subject: WorkerSubject, env: RunEnv): Promise<Conte
 
 // ---- worker: timing -----------------------------------------------------------------------------
 
-interface Prepared {
-  contender: Contender
-  task: () => Promise<void>
-  batch: number
-  counts: { hits: number; misses: number }
+/** What a worker counts of a scenario's reads. */
+interface Counts {
+  hits: number
+  misses: number
 }
 
-/** Runs `fn` over 0..count-1 with `parallel` calls in flight. */
-async function forEachParallel(
-  count: number,
-  parallel: number,
-  fn: (i: number) => Promise<unknown>,
-): Promise<void> {
-  let next = 0
-  const loop = async (): Promise<void> => {
-    while (next < count) await fn(next++)
-  }
-  await Promise.all(Array.from({ length: parallel }, loop))
-}
-
-async function prepare(subject: WorkerSubject, id: ScenarioId, env: RunEnv): Promise<Prepared> {
+async function prepare(
+  subject: WorkerSubject,
+  id: ScenarioId,
+  env: RunEnv,
+): Promise<Sliced<Counts>> {
   const scenario: Scenario = SCENARIOS[id]
   const contender = await makeContender(subject, env)
   const keys = Array.from({ length: KEY_COUNT }, (_, i) => `key:${i}`)
@@ -434,122 +402,27 @@ async function prepare(subject: WorkerSubject, id: ScenarioId, env: RunEnv): Pro
       break
   }
   const { batch, inFlight } = scenario
-  const task =
-    inFlight === 1
-      ? async () => {
-          for (let i = 0; i < batch; i++) await one()
-        }
-      : async () => {
-          // `inFlight` awaited loops sharing one budget of `batch` calls.
-          let left = batch
-          const loop = async (): Promise<void> => {
-            while (left-- > 0) await one()
-          }
-          await Promise.all(Array.from({ length: inFlight }, loop))
-        }
+  const task = batchTask(one, batch, inFlight)
   await warmUp(task, WARMUP_MS)
   counts.hits = 0
   counts.misses = 0
-  return { contender, task, batch, counts }
+  return { task, batch, counts, close: () => contender.close() }
 }
 
-type WorkerRequest =
-  | { type: 'prepare'; scenario: ScenarioId; env: RunEnv }
-  | { type: 'slice' }
-  | { type: 'finish' }
-  | { type: 'exit' }
-type WorkerReply =
-  | { type: 'ready' }
-  | { type: 'slice'; opsPerSec: number }
-  | { type: 'finished'; hits: number; misses: number }
+/** Which scenario a worker prepares, on which servers. */
+interface PrepareRequest {
+  scenario: ScenarioId
+  env: RunEnv
+}
 
 /** Worker side: prepare, slice (many times), finish, per scenario; exit at the end. */
 function runWorker(subject: WorkerSubject): void {
-  let prepared: Prepared | undefined
-  const reply = (message: WorkerReply): void => void process.send!(message)
-  process.on('message', (message: WorkerRequest) => {
-    void (async () => {
-      switch (message.type) {
-        case 'prepare':
-          prepared = await prepare(subject, message.scenario, message.env)
-          return reply({ type: 'ready' })
-        case 'slice':
-          return reply({
-            type: 'slice',
-            opsPerSec: await timeSlice(prepared!.task, SLICE_MS, prepared!.batch),
-          })
-        case 'finish': {
-          await prepared!.contender.close()
-          const { hits, misses } = prepared!.counts
-          prepared = undefined
-          return reply({ type: 'finished', hits, misses })
-        }
-        case 'exit':
-          process.exit(0)
-      }
-    })().catch((error: unknown) => {
-      console.error(`${subject}:`, error)
-      process.exit(1)
-    })
-  })
-  reply({ type: 'ready' })
+  serveSlices<PrepareRequest, Counts>(subject, SLICE_MS, ({ scenario, env }) =>
+    prepare(subject, scenario, env),
+  )
 }
 
-// ---- parent: servers ----------------------------------------------------------------------------
-
-interface Service {
-  url: string
-  /** How it was found, for the report. */
-  source: string
-  server?: ServerHandle
-}
-
-async function findService(name: 'redis' | 'nats'): Promise<Service> {
-  const spec =
-    name === 'redis'
-      ? {
-          envVar: 'FLOWCACHE_REDIS_URL',
-          defaultUrl: 'redis://127.0.0.1:6379',
-          binary: 'redis-server',
-          probe: probeRedis,
-          start: startRedisServer,
-        }
-      : {
-          envVar: 'FLOWCACHE_NATS_URL',
-          defaultUrl: 'nats://127.0.0.1:4222',
-          binary: 'nats-server',
-          probe: probeNats,
-          start: startNatsServer,
-        }
-  const explicit = process.env[spec.envVar]
-  if (explicit !== undefined && explicit !== '') {
-    const result = await spec.probe(explicit)
-    if (!result.ok) {
-      throw new Error(`${spec.envVar}=${explicit} does not answer: ${result.reason}`)
-    }
-    return { url: explicit, source: `from ${spec.envVar}` }
-  }
-  const tried: string[] = [`${spec.envVar} is not set`]
-  if (process.env.BENCH_PRIVATE_SERVERS !== '1') {
-    const result = await spec.probe(spec.defaultUrl)
-    if (result.ok) return { url: spec.defaultUrl, source: 'found on the default port' }
-    tried.push(`${spec.defaultUrl}: ${result.reason}`)
-  }
-  if (findExecutable(spec.binary) === undefined) {
-    tried.push(`${spec.binary} is not on PATH`)
-    throw new Error(
-      `No ${name} server for the store benchmark:\n  - ${tried.join('\n  - ')}\n` +
-        `Install it (Debian: apt-get install ${spec.binary}), start one on ${spec.defaultUrl}, ` +
-        `or set ${spec.envVar}.`,
-    )
-  }
-  const server = await spec.start()
-  return {
-    url: server.url,
-    source: `private ${spec.binary}, pid ${server.pid}, started for this run`,
-    server,
-  }
-}
+// ---- parent: redis-benchmark --------------------------------------------------------------------
 
 /** `redis-benchmark` arguments for a URL: host, port and password if any. */
 function redisBenchmarkArgs(url: string, runId: string): string[] {
@@ -600,9 +473,12 @@ function redisBenchmark(binary: string, args: string[]): Promise<number> {
 const SELF = fileURLToPath(import.meta.url)
 const BENCH_DIR = path.dirname(SELF)
 
-class StoreWorker extends ChildWorker<WorkerRequest, WorkerReply> {
-  constructor(readonly subject: WorkerSubject) {
-    super(SELF, [subject], BENCH_DIR, `store worker ${subject}`)
+/** Names this benchmark in the error that says how to get a server. */
+const BENCHMARK = 'store benchmark'
+
+class StoreWorker extends SliceWorker<PrepareRequest, Counts, WorkerSubject> {
+  constructor(subject: WorkerSubject) {
+    super(subject, SELF, [subject], BENCH_DIR, `store worker ${subject}`)
   }
 }
 
@@ -614,22 +490,10 @@ interface Runner {
   finish(): Promise<{ hits: number; misses: number }>
 }
 
-function selectedScenarios(): ScenarioId[] {
-  const all = Object.keys(SCENARIOS) as ScenarioId[]
-  const only = process.env.BENCH_ONLY
-  if (only === undefined || only === '') return all
-  const wanted = only.split(',').map((s) => s.trim())
-  for (const id of wanted) {
-    if (!all.includes(id as ScenarioId))
-      throw new Error(`BENCH_ONLY: unknown scenario ${id}; known: ${all.join(', ')}`)
-  }
-  return all.filter((id) => wanted.includes(id))
-}
-
 async function main(): Promise<void> {
   const started = performance.now()
   const log = (line: string): void => void process.stderr.write(line + '\n')
-  const scenarios = selectedScenarios()
+  const scenarios = selectedScenarios(Object.keys(SCENARIOS) as ScenarioId[])
   const needs = (service: 'redis' | 'nats'): boolean =>
     scenarios.some((id) => SCENARIOS[id].service === service)
 
@@ -640,17 +504,17 @@ async function main(): Promise<void> {
   let admin: RedisClient | undefined
   let natsTouched = false
   const rates = new Map<string, number[]>()
-  const info = { redis: '', nats: '', redisSource: '', natsSource: '' }
+  const info = { redis: '', nats: '' }
   const rbBinary = findExecutable('redis-benchmark')
   let rbCommand = ''
 
   try {
-    const redis = needs('redis') ? await findService('redis') : undefined
+    const redis = needs('redis') ? await findService('redis', BENCHMARK) : undefined
     if (redis !== undefined) {
       services.push(redis)
       log(`redis: ${redis.url} (${redis.source})`)
     }
-    const nats = needs('nats') ? await findService('nats') : undefined
+    const nats = needs('nats') ? await findService('nats', BENCHMARK) : undefined
     if (nats !== undefined) {
       services.push(nats)
       log(`nats: ${nats.url} (${nats.source})`)
@@ -663,11 +527,7 @@ async function main(): Promise<void> {
     }
     if (redis !== undefined) {
       admin = await newRedis(redis.url)
-      const server = await admin.info('server')
-      const version = /redis_version:(\S+)/.exec(server)?.[1] ?? 'unknown'
-      const [, appendonly] = (await admin.config('GET', 'appendonly')) as string[]
-      info.redis = `Redis ${version} (appendonly ${appendonly ?? '?'})`
-      info.redisSource = `${new URL(redis.url).host}, ${redis.source}`
+      info.redis = await describeRedis(admin, redis)
       // The keys redis-benchmark reads: `-r 100` makes __rand_int__ 000000000000..000000000099.
       for (let i = 0; i < RB_KEYS; i++) {
         await admin.set(
@@ -679,13 +539,7 @@ async function main(): Promise<void> {
         .join(' ')
         .replace(/-a \S+/, '-a ***')}`
     }
-    if (nats !== undefined) {
-      const { connect } = await import('@nats-io/transport-node')
-      const nc = await connect({ servers: nats.url })
-      info.nats = `nats-server ${nc.info?.version ?? 'unknown'} (JetStream, file storage)`
-      info.natsSource = `${new URL(nats.url).host}, ${nats.source}`
-      await nc.close()
-    }
+    if (nats !== undefined) info.nats = await describeNats(nats)
 
     const runners = new Map<SubjectId, Runner>()
     const runnerOf = (subject: SubjectId): Runner => {
@@ -702,28 +556,14 @@ async function main(): Promise<void> {
       } else {
         const worker = new StoreWorker(subject)
         workers.set(subject, worker)
-        const up = worker.next()
-        const ask = async (request: WorkerRequest): Promise<WorkerReply> => {
-          await up
-          return worker.ask(request)
-        }
         runner = {
           subject,
           prepare: async (scenario) => {
             if (SCENARIOS[scenario].service === 'nats') natsTouched = true
-            const reply = await ask({ type: 'prepare', scenario, env })
-            if (reply.type !== 'ready') throw new Error(`unexpected reply ${reply.type}`)
+            await worker.prepare({ scenario, env })
           },
-          slice: async () => {
-            const reply = await ask({ type: 'slice' })
-            if (reply.type !== 'slice') throw new Error(`unexpected reply ${reply.type}`)
-            return reply.opsPerSec
-          },
-          finish: async () => {
-            const reply = await ask({ type: 'finish' })
-            if (reply.type !== 'finished') throw new Error(`unexpected reply ${reply.type}`)
-            return reply
-          },
+          slice: () => worker.slice(),
+          finish: () => worker.finish(),
         }
       }
       runners.set(subject, runner)
@@ -761,7 +601,7 @@ async function main(): Promise<void> {
         )
       }
     }
-    await Promise.all([...workers.values()].map((worker) => worker.stop({ type: 'exit' })))
+    await Promise.all([...workers.values()].map((worker) => worker.end()))
   } finally {
     for (const worker of workers.values()) worker.kill()
     if (admin !== undefined) {
@@ -782,29 +622,12 @@ async function main(): Promise<void> {
   )
 }
 
-async function deleteBucket(url: string, bucket: string, log: (line: string) => void) {
-  const [{ connect }, { jetstreamManager }] = await Promise.all([
-    import('@nats-io/transport-node'),
-    import('@nats-io/jetstream'),
-  ])
-  const nc = await connect({ servers: url })
-  try {
-    const jsm = await jetstreamManager(nc)
-    await jsm.streams.delete(`KV_${bucket}`)
-    log(`nats: deleted bucket ${bucket}`)
-  } catch (error) {
-    log(`nats: could not delete bucket ${bucket}: ${String(error)}`)
-  } finally {
-    await nc.close()
-  }
-}
-
 // ---- parent: report -----------------------------------------------------------------------------
 
 interface ReportInput {
   scenarios: ScenarioId[]
   rates: Map<string, number[]>
-  info: { redis: string; nats: string; redisSource: string; natsSource: string }
+  info: { redis: string; nats: string }
   rbCommand: string
   seconds: number
 }
@@ -847,18 +670,9 @@ function report({ scenarios, rates, info, rbCommand, seconds }: ReportInput): st
     `${revision(BENCH_DIR)} · ioredis ${packageVersion(BENCH_DIR, 'ioredis')} · bentocache ${packageVersion(BENCH_DIR, 'bentocache')} · ` +
       `@nats-io/kv ${packageVersion(BENCH_DIR, '@nats-io/kv')} · tinybench ${packageVersion(BENCH_DIR, 'tinybench')}`,
   )
-  const servers = [
-    info.redis === '' ? '' : `${info.redis} at ${info.redisSource}`,
-    info.nats === '' ? '' : `${info.nats} at ${info.natsSource}`,
-  ].filter((s) => s !== '')
-  lines.push(servers.join(' · '))
-  const knobs = Object.entries(process.env)
-    .filter(([name]) => name.startsWith('BENCH_'))
-    .map(([name, value]) => `${name}=${value} `)
-    .join('')
-  const node = ['node', ...process.execArgv, `./${path.basename(SELF)}`].join(' ')
+  lines.push([info.redis, info.nats].filter((s) => s !== '').join(' · '))
   lines.push(
-    `Command: \`${knobs}npm run bench:stores\` in bench/ (\`${knobs}${node}\`) · ` +
+    `${commandLine('bench:stores', SELF)} · ` +
       `mean of the ${TOP} fastest of ${SLICES} interleaved ${SLICE_MS} ms slices per cell (after ${WARMUP_MS} ms warm-up) · ` +
       `each contender in a process of its own · ${KEY_COUNT} keys per contender, values like {"id":1,"name":"user-1","tags":["a","b"]}`,
   )

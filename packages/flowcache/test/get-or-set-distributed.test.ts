@@ -4,15 +4,14 @@
  * one missing key with a 50 ms factory, started together; across the cluster the factory runs
  * exactly once and all 600 callers get the value it returned.
  */
-import { fork, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import type { ToChild, ToParent, WorkerConfig } from './fixtures/get-or-set-worker.js'
+import { FixtureProcess } from './helpers/fixture-process.js'
 import { deleteRedisKeys, destroyNatsBucket, natsUrl, redisUrl } from './helpers/services.js'
 
 const fixture = fileURLToPath(new URL('./fixtures/get-or-set-worker.ts', import.meta.url))
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url))
 const run = randomBytes(4).toString('hex')
 const bucket = `fc-test-gosd-${run}`
 const rootOfRun = `gosd${run}`
@@ -23,30 +22,15 @@ const ROUNDS = 5
 
 type Done = Extract<ToParent, { type: 'done' }>
 
-class Worker {
-  stderr = ''
-  readonly ready: Promise<void>
+class Worker extends FixtureProcess<ToParent> {
   readonly #waiting = new Map<string, (done: Done) => void>()
 
-  constructor(readonly child: ChildProcess) {
-    child.stderr?.setEncoding('utf8')
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk))
-    this.ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`worker not ready after 20 s; stderr: ${this.stderr}`)),
-        20_000,
-      )
-      child.once('exit', () => {
-        clearTimeout(timer)
-        reject(new Error(`worker exited; stderr: ${this.stderr}`))
-      })
-      child.on('message', (message: ToParent) => {
-        if (message.type === 'ready') {
-          clearTimeout(timer)
-          resolve()
-        } else this.#waiting.get(message.key)?.(message)
-      })
-    })
+  constructor(config: WorkerConfig) {
+    super('worker', fixture, config)
+  }
+
+  protected override received(message: ToParent): void {
+    if (message.type === 'done') this.#waiting.get(message.key)?.(message)
   }
 
   stampede(key: string): Promise<Done> {
@@ -54,15 +38,6 @@ class Worker {
       this.#waiting.set(key, resolve)
       this.child.send({ type: 'stampede', key } satisfies ToChild)
     })
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return
-    const exited = new Promise((resolve) => this.child.once('exit', resolve))
-    if (this.child.connected) this.child.disconnect()
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000)
-    await exited
-    clearTimeout(timer)
   }
 }
 
@@ -90,14 +65,7 @@ describe.each(['redis', 'nats'] as const)(
         callers: CALLERS,
         factoryMs: 50,
       }
-      for (let i = 0; i < WORKERS; i++) {
-        const child = fork(fixture, [JSON.stringify(config)], {
-          cwd: repoRoot,
-          execArgv: ['--import', 'tsx'],
-          stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-        })
-        workers.push(new Worker(child))
-      }
+      for (let i = 0; i < WORKERS; i++) workers.push(new Worker(config))
       await Promise.all(workers.map((worker) => worker.ready))
 
       for (let round = 0; round < ROUNDS; round++) {

@@ -20,7 +20,6 @@
  * Times come from CLOCK_MONOTONIC (process.hrtime), shared by every process on the host.
  * Timings are only measured and printed, never asserted; every wait is a bounded poll.
  */
-import { fork, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -39,10 +38,10 @@ import type {
   ReplicaRequest,
 } from './fixtures/l1-replica.js'
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js'
+import { FixtureProcess } from './helpers/fixture-process.js'
 import { deleteRedisKeys, natsUrl, redisUrl } from './helpers/services.js'
 
 const fixture = fileURLToPath(new URL('./fixtures/l1-replica.ts', import.meta.url))
-const repoRoot = fileURLToPath(new URL('../../../', import.meta.url))
 const run = randomBytes(4).toString('hex')
 const bucket = `fc-test-l1r-${run}`
 /** Root prefix of every cache of this file: `l1r<run>_<n>`, unique per test. */
@@ -66,63 +65,37 @@ interface ReplicaStats {
 }
 
 /** A replica process and the RPC to it. */
-class Replica {
+class Replica extends FixtureProcess<ReplicaReply> {
   readonly #pending = new Map<
     number,
     { resolve: (value: unknown) => void; reject: (error: Error) => void }
   >()
   #next = 1
-  stderr = ''
-  readonly exited: Promise<void>
 
-  private constructor(
-    readonly name: string,
-    readonly child: ChildProcess,
-  ) {
-    child.stderr?.setEncoding('utf8')
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk))
-    child.on('message', (message: ReplicaReply | { type: 'ready' }) => {
-      if (!('id' in message)) return
-      const pending = this.#pending.get(message.id)
-      if (pending === undefined) return
-      this.#pending.delete(message.id)
-      if (message.ok) pending.resolve(message.result)
-      else pending.reject(new Error(`replica ${this.name}: ${message.error}`))
-    })
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()))
+  /** `name` is `replica <label>` in messages. */
+  private constructor(label: string, config: ReplicaConfig) {
+    super(`replica ${label}`, fixture, config)
     void this.exited.then(() => {
       for (const pending of this.#pending.values()) {
-        pending.reject(new Error(`replica ${this.name} exited; stderr: ${this.stderr}`))
+        pending.reject(new Error(`${this.name} exited; stderr: ${this.stderr}`))
       }
       this.#pending.clear()
     })
   }
 
-  static async start(name: string, config: ReplicaConfig): Promise<Replica> {
-    const child = fork(fixture, [JSON.stringify(config)], {
-      cwd: repoRoot,
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'advanced',
-    })
-    const replica = new Replica(name, child)
+  static async start(label: string, config: ReplicaConfig): Promise<Replica> {
+    const replica = new Replica(label, config)
     replicas.push(replica)
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`replica ${name} not ready after 20 s; stderr: ${replica.stderr}`)),
-        20_000,
-      )
-      child.on('message', (message: { type?: string }) => {
-        if (message.type !== 'ready') return
-        clearTimeout(timer)
-        resolve()
-      })
-      void replica.exited.then(() => {
-        clearTimeout(timer)
-        reject(new Error(`replica ${name} exited at start; stderr: ${replica.stderr}`))
-      })
-    })
+    await replica.ready
     return replica
+  }
+
+  protected override received(message: ReplicaReply): void {
+    const pending = this.#pending.get(message.id)
+    if (pending === undefined) return
+    this.#pending.delete(message.id)
+    if (message.ok) pending.resolve(message.result)
+    else pending.reject(new Error(`${this.name}: ${message.error}`))
   }
 
   request<T>(body: Body<ReplicaRequest>, timeoutMs = 20_000): Promise<T> {
@@ -130,7 +103,7 @@ class Replica {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id)
-        reject(new Error(`replica ${this.name}: no answer to ${body.op} in ${timeoutMs} ms`))
+        reject(new Error(`${this.name}: no answer to ${body.op} in ${timeoutMs} ms`))
       }, timeoutMs)
       this.#pending.set(id, {
         resolve: (value) => {
@@ -162,21 +135,11 @@ class Replica {
     return this.request({ op: 'events', from })
   }
 
-  /** Stops the process: closes its cache, then SIGKILLs it by PID if it is still there. */
-  async stop(): Promise<void> {
-    const pid = this.child.pid
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      await this.request({ op: 'close' }, 5000).catch(() => undefined)
-      if (this.child.connected) this.child.disconnect()
-      const exited = await Promise.race([
-        this.exited.then(() => true),
-        sleep(5000).then(() => false),
-      ])
-      if (!exited && pid !== undefined) {
-        process.kill(pid, 'SIGKILL')
-        await this.exited
-      }
-    }
+  /** Stops the process: closes its cache and the channel, then SIGKILLs it by PID if it is still there 5 s later. */
+  override async stop(): Promise<void> {
+    if (!this.running) return
+    await this.request({ op: 'close' }, 5000).catch(() => undefined)
+    await super.stop(5000)
   }
 }
 
@@ -217,7 +180,7 @@ async function waitFor<T>(
 
 /** Monotonic time at which B had applied the first invalidation of `storeKey` from another replica, after event `from`. */
 function invalidationArrival(replica: Replica, storeKey: string, from: number): Promise<number> {
-  return waitFor(`replica ${replica.name} to receive the invalidation of ${storeKey}`, async () => {
+  return waitFor(`${replica.name} to receive the invalidation of ${storeKey}`, async () => {
     const events = await replica.events(from)
     return events.find((e) => e.type === 'message' && e.keys?.includes(storeKey) === true)?.t
   })

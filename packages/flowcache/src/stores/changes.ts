@@ -1,13 +1,15 @@
 /**
  * Shared pieces of `history()` and `watch()` for the stores that keep their own version log
  * (memory, sqlite, redis): the `history` option, the life of a deleted key's log, and the fan-out
- * of changes to in-process watchers.
+ * of changes to in-process watchers. The `limit` of a `history()` call and the expiry a history
+ * infers from a passed deadline serve the NATS store as well.
  */
 import { positiveInteger } from '../core/checks.js'
 import { InvalidArgumentError } from '../errors.js'
 import type {
   StoreChange,
   StoreHistoryOptions,
+  StoreVersion,
   StoreWatch,
   StoreWatchListener,
 } from '../types/store.js'
@@ -45,6 +47,25 @@ export function historyLimit(options: StoreHistoryOptions | undefined): number {
 /** The last `limit` versions of `versions` (oldest first). */
 export function lastVersions<T>(versions: T[], limit: number): T[] {
   return versions.length > limit ? versions.slice(versions.length - limit) : versions
+}
+
+/**
+ * The `expire` version a history ends with when its newest version, `last`, is a value whose
+ * deadline has passed by `now` but no marker was recorded for it (the backend removed it, or
+ * nothing has removed it yet): at the deadline, without revision. `undefined` otherwise.
+ */
+export function inferredExpiry(
+  last: StoreVersion | undefined,
+  now: number,
+): (StoreVersion & { operation: 'expire'; at: number }) | undefined {
+  if (last?.operation !== 'set' || last.expiresAt === null || last.expiresAt > now) return undefined
+  return {
+    operation: 'expire',
+    revision: undefined,
+    at: last.expiresAt,
+    value: undefined,
+    expiresAt: null,
+  }
 }
 
 /**

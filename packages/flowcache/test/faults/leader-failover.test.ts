@@ -20,7 +20,6 @@
  * the next leader is elected within lease + renewEvery + 1 s of the fault (of the SIGSTOP for a
  * pause); a paused leader reports its term's end only after SIGCONT. Handover figures are printed.
  */
-import { fork, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
@@ -30,10 +29,10 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { figureLog, processStopped, waitUntil } from '../fixtures/fault-harness.js'
 import type { CandidateConfig, ToChild, ToParent } from '../fixtures/leader-candidate.js'
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js'
+import { FixtureProcess } from '../helpers/fixture-process.js'
 import { deleteRedisKeys, destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/leader-candidate.ts', import.meta.url))
-const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url))
 const run = randomBytes(4).toString('hex')
 const bucket = `fc-test-leaderf-${run}`
 /** Root prefix of every cache of this file: `lr<run>_<n>`, unique per test. */
@@ -80,67 +79,32 @@ interface ActRecord {
 }
 
 /** A candidate process and its proxy. */
-class Candidate {
-  stderr = ''
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  readonly ready: Promise<void>
+class Candidate extends FixtureProcess<ToParent> {
   killed = false
-  paused = false
   /** The term it holds as far as its reports go. */
   open: TermRecord | undefined
   lastActAt = -Infinity
 
   constructor(
     readonly id: number,
-    readonly child: ChildProcess,
+    config: CandidateConfig,
     readonly proxy: FaultProxy,
-    onMessage: (candidate: Candidate, message: ToParent) => void,
+    readonly onMessage: (candidate: Candidate, message: ToParent) => void,
   ) {
-    child.stderr?.setEncoding('utf8')
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk))
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal })),
-    )
-    let resolveReady = (): void => undefined
-    this.ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`candidate not ready after 20 s; stderr: ${this.stderr}`)),
-        20_000,
-      )
-      void this.exited.then(() => {
-        clearTimeout(timer)
-        reject(new Error(`candidate exited at start; stderr: ${this.stderr}`))
-      })
-      resolveReady = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    child.on('message', (message: ToParent) => {
-      if (message.type === 'ready') resolveReady()
-      else onMessage(this, message)
-    })
+    super('candidate', fixture, config)
   }
 
-  get pid(): number {
-    return this.child.pid as number
+  override send(message: ToChild): void {
+    super.send(message)
   }
 
-  send(message: ToChild): void {
-    if (this.child.connected) this.child.send(message)
+  protected override received(message: ToParent): void {
+    this.onMessage(this, message)
   }
 
   /** SIGCONT (if paused) and SIGKILL by PID if it still runs; close its proxy. */
-  async destroy(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      try {
-        if (this.paused) process.kill(this.pid, 'SIGCONT')
-        process.kill(this.pid, 'SIGKILL')
-      } catch {
-        // gone already
-      }
-      await this.exited
-    }
+  override async destroy(): Promise<void> {
+    await super.destroy()
     await this.proxy.close()
   }
 }
@@ -216,19 +180,13 @@ describe.each(['redis', 'nats'] as const)('leader failover under faults on %s', 
           renewMs: RENEW_MS,
           actEveryMs: ACT_EVERY_MS,
         }
-        let child: ChildProcess
+        let candidate: Candidate
         try {
-          child = fork(fixture, [JSON.stringify(config)], {
-            cwd: repoRoot,
-            execArgv: ['--import', 'tsx'],
-            stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-            serialization: 'advanced',
-          })
+          candidate = new Candidate(nextId++, config, proxy, onMessage)
         } catch (error) {
           await proxy.close()
           throw error
         }
-        const candidate = new Candidate(nextId++, child, proxy, onMessage)
         candidates.push(candidate)
         await candidate.ready
         return candidate

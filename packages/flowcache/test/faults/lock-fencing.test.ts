@@ -18,7 +18,6 @@
  * order its acquires resolved, no forged release succeeded, at least one stale write was turned
  * away (else the pause fault did not work), and every process but the killed one exited with 0.
  */
-import { fork, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
@@ -32,10 +31,10 @@ import type {
   ToChild,
   ToParent,
 } from '../fixtures/lock-worker.js'
+import { FixtureProcess } from '../helpers/fixture-process.js'
 import { deleteRedisKeys, destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/lock-worker.ts', import.meta.url))
-const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url))
 const run = randomBytes(4).toString('hex')
 const bucket = `fc-test-lockf-${run}`
 /** Root prefix of every cache of this file: `lf<run>_<n>`, unique per test. */
@@ -54,70 +53,33 @@ const now = (): number => Number(process.hrtime.bigint()) / 1e6
 const figures = figureLog('lock-fencing figures')
 
 /** A worker process. */
-class Worker {
-  stderr = ''
+class Worker extends FixtureProcess<ToParent> {
   stats: LockWorkerStats | undefined
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   readonly done: Promise<LockWorkerStats>
-  readonly ready: Promise<void>
   killed = false
-  paused = false
   /** Writes this process made (accepted or not). */
   writes = 0
+  readonly #resolveDone: (stats: LockWorkerStats) => void
 
   constructor(
-    readonly child: ChildProcess,
-    onMessage: (worker: Worker, message: ToParent) => void,
+    config: LockWorkerConfig,
+    readonly onMessage: (worker: Worker, message: ToParent) => void,
   ) {
-    child.stderr?.setEncoding('utf8')
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk))
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal })),
-    )
+    super('worker', fixture, config)
     let resolveDone = (_: LockWorkerStats): void => undefined
     this.done = new Promise((resolve) => (resolveDone = resolve))
-    let resolveReady = (): void => undefined
-    this.ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`worker not ready after 20 s; stderr: ${this.stderr}`)),
-        20_000,
-      )
-      void this.exited.then(() => {
-        clearTimeout(timer)
-        reject(new Error(`worker exited at start; stderr: ${this.stderr}`))
-      })
-      resolveReady = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    child.on('message', (message: ToParent) => {
-      if (message.type === 'ready') resolveReady()
-      else if (message.type === 'done') {
-        this.stats = message.stats
-        resolveDone(message.stats)
-      } else onMessage(this, message)
-    })
+    this.#resolveDone = resolveDone
   }
 
-  get pid(): number {
-    return this.child.pid as number
+  override send(message: ToChild): void {
+    super.send(message)
   }
 
-  send(message: ToChild): void {
-    if (this.child.connected) this.child.send(message)
-  }
-
-  /** SIGCONT (if paused) and SIGKILL by PID, if it is still running. */
-  async destroy(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return
-    try {
-      if (this.paused) process.kill(this.pid, 'SIGCONT')
-      process.kill(this.pid, 'SIGKILL')
-    } catch {
-      // gone already
-    }
-    await this.exited
+  protected override received(message: ToParent): void {
+    if (message.type === 'done') {
+      this.stats = message.stats
+      this.#resolveDone(message.stats)
+    } else this.onMessage(this, message)
   }
 }
 
@@ -194,13 +156,7 @@ describe.each(['redis', 'nats'] as const)('lock fencing under faults on %s', (ki
     }
 
     const start = async (quota: number): Promise<Worker> => {
-      const child = fork(fixture, [JSON.stringify({ ...config, quota })], {
-        cwd: repoRoot,
-        execArgv: ['--import', 'tsx'],
-        stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-        serialization: 'advanced',
-      })
-      const worker = new Worker(child, onMessage)
+      const worker = new Worker({ ...config, quota }, onMessage)
       workers.push(worker)
       await worker.ready
       return worker

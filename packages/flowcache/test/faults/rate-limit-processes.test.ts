@@ -51,7 +51,6 @@
  * instead, and the strictest bound from call boundaries alone (sent of admission i + 100 minus
  * received of admission i) is printed as a figure.
  */
-import { fork, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -69,10 +68,10 @@ import type {
   ToChild,
   ToParent,
 } from '../fixtures/limiter-worker.js'
+import { FixtureProcess } from '../helpers/fixture-process.js'
 import { deleteRedisKeys, destroyNatsBucket, natsUrl, redisUrl } from '../helpers/services.js'
 
 const fixture = fileURLToPath(new URL('../fixtures/limiter-worker.ts', import.meta.url))
-const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url))
 const run = randomBytes(4).toString('hex')
 const bucket = `fc-test-ratelp-${run}`
 /** Root prefix of every cache of this file: `rp<run>_<n>`, unique per test. */
@@ -99,41 +98,15 @@ const figures = figureLog('rate-limit-processes figures')
 type BurstAnswer = Extract<ToParent, { type: 'burst' }>
 
 /** A worker process. */
-class Worker {
-  stderr = ''
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  readonly ready: Promise<void>
+class Worker extends FixtureProcess<ToParent> {
   readonly #answers = new Map<number, (answer: BurstAnswer) => void>()
 
-  constructor(readonly child: ChildProcess) {
-    child.stderr?.setEncoding('utf8')
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk))
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal })),
-    )
-    let resolveReady = (): void => undefined
-    this.ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`worker not ready after 20 s; stderr: ${this.stderr}`)),
-        20_000,
-      )
-      void this.exited.then(() => {
-        clearTimeout(timer)
-        reject(new Error(`worker exited at start; stderr: ${this.stderr}`))
-      })
-      resolveReady = () => {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    child.on('message', (message: ToParent) => {
-      if (message.type === 'ready') resolveReady()
-      else this.#answers.get(message.index)?.(message)
-    })
+  constructor(config: LimiterWorkerConfig) {
+    super('worker', fixture, config)
   }
 
-  get pid(): number {
-    return this.child.pid as number
+  protected override received(message: ToParent): void {
+    if (message.type === 'burst') this.#answers.get(message.index)?.(message)
   }
 
   /** Orders burst `index` of `calls` calls at monotonic `at`; resolves with the worker's records. */
@@ -143,17 +116,6 @@ class Worker {
       const message: ToChild = { type: 'burst', index, at, calls }
       this.child.send(message)
     })
-  }
-
-  /** SIGKILL by PID, if it is still running. */
-  async destroy(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return
-    try {
-      process.kill(this.pid, 'SIGKILL')
-    } catch {
-      // gone already
-    }
-    await this.exited
   }
 }
 
@@ -220,13 +182,7 @@ describe.each(['redis', 'nats', 'sqlite'] as const)(
         limit: LIMIT,
       }
       const start = async (): Promise<Worker> => {
-        const child = fork(fixture, [JSON.stringify(config)], {
-          cwd: repoRoot,
-          execArgv: ['--import', 'tsx'],
-          stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-          serialization: 'advanced',
-        })
-        const worker = new Worker(child)
+        const worker = new Worker(config)
         workers.push(worker)
         await worker.ready
         return worker

@@ -36,6 +36,7 @@ import {
 } from '@nats-io/transport-node'
 
 import { busSubject, NatsInvalidationBus } from './bus.js'
+import { historyLimit, inferredExpiry, lastVersions } from '../changes.js'
 import { incremented, positiveInteger } from '../../core/checks.js'
 import { systemClock, type Clock } from '../../core/clock.js'
 import { parseDuration, type Duration } from '../../core/duration.js'
@@ -600,28 +601,17 @@ export class NatsStore implements Store {
   async history(key: string, options?: NatsHistoryOptions): Promise<NatsHistoryEntry[]> {
     this.#checkOpen()
     checkKey(key, this.#maxKeyBytes)
-    const limit = positiveInteger(options?.limit, 'limit', Number.MAX_SAFE_INTEGER)
+    const limit = historyLimit(options)
     return this.#run('history', async (session) => {
       const versions: NatsHistoryEntry[] = []
       for await (const { raw, message } of this.#scan(session, key, false, false)) {
         versions.push(toHistoryEntry(raw, message))
       }
-      const last = versions.at(-1)
-      if (last?.operation === 'set' && last.expiresAt !== null) {
-        if (last.expiresAt <= this.#clock.now()) {
-          versions.push({
-            operation: 'expire',
-            revision: undefined,
-            at: last.expiresAt,
-            value: undefined,
-            expiresAt: null,
-            kvOperation: 'DEL',
-            time: last.expiresAt,
-            expired: true,
-          })
-        }
+      const expiry = inferredExpiry(versions.at(-1), this.#clock.now())
+      if (expiry !== undefined) {
+        versions.push({ ...expiry, kvOperation: 'DEL', time: expiry.at, expired: true })
       }
-      return versions.length > limit ? versions.slice(versions.length - limit) : versions
+      return lastVersions(versions, limit)
     })
   }
 

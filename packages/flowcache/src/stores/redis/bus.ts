@@ -1,10 +1,10 @@
 /**
  * The L1 invalidation bus on Redis pub/sub. Publishing goes through the store's client;
- * subscribing needs a connection of its own (a subscribed connection can run nothing else), made
- * with `duplicate()` so it has the same servers, credentials and TLS. Pub/sub is at-most-once:
- * every drop of the subscriber connection is reported, and every return after one.
+ * subscribing needs a connection of its own (see subscriber.ts). Pub/sub is at-most-once: every
+ * drop of the subscriber connection is reported, and every return after one.
  */
-import { Cluster, type Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
+import { closeSubscriber, onDropped, subscriberFor } from './subscriber.js'
 import { decodeInvalidation, encodeInvalidation } from '../../tiers/invalidation.js'
 import type { Invalidation, InvalidationBus, InvalidationListener } from '../../types/store.js'
 
@@ -30,13 +30,7 @@ export class RedisInvalidationBus implements InvalidationBus {
   }
 
   async subscribe(listener: InvalidationListener): Promise<void> {
-    // The subscriber may queue its SUBSCRIBE until connected and resubscribes after reconnects.
-    const overrides = { enableOfflineQueue: true, autoResubscribe: true, lazyConnect: true }
-    const publisher = this.#publisher
-    const subscriber =
-      publisher instanceof Cluster
-        ? publisher.duplicate([], overrides)
-        : publisher.duplicate(overrides)
+    const subscriber = subscriberFor(this.#publisher)
     this.#subscriber = subscriber
     let up = false
     subscriber.on('message', (channel: string, text: string) => {
@@ -47,15 +41,10 @@ export class RedisInvalidationBus implements InvalidationBus {
         // Not one of ours: ignore it rather than break the tier.
       }
     })
-    const down = (reason: string) => () => {
+    onDropped(subscriber, 'subscriber', (reason) => {
       if (this.#closed || !up) return
       up = false
       listener.interrupted(reason)
-    }
-    subscriber.on('close', down('subscriber connection to Redis closed'))
-    subscriber.on('reconnecting', down('subscriber connection to Redis reconnecting'))
-    subscriber.on('error', () => {
-      // Reported through close/reconnecting; without a listener ioredis would print every error.
     })
     try {
       await subscriber.connect()
@@ -87,11 +76,6 @@ export class RedisInvalidationBus implements InvalidationBus {
     this.#closed = true
     const subscriber = this.#subscriber
     this.#subscriber = undefined
-    if (subscriber === undefined) return
-    try {
-      await subscriber.quit()
-    } catch {
-      subscriber.disconnect()
-    }
+    if (subscriber !== undefined) await closeSubscriber(subscriber)
   }
 }

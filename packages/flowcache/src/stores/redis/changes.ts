@@ -21,6 +21,7 @@ import type {
   StoreWatchListener,
 } from '../../types/store.js'
 import { fromRedisKey, hashTagOf, toRedisKey } from './keys.js'
+import { closeSubscriber, onDropped, subscriberFor } from './subscriber.js'
 
 const CHANNEL_PREFIX = 'flowcache:w:'
 
@@ -88,25 +89,17 @@ export class RedisWatch implements StoreWatch {
 
   /** Subscribes; resolves once Redis confirmed the subscriptions. */
   async start(): Promise<void> {
-    const client = this.#client
-    const overrides = { enableOfflineQueue: true, autoResubscribe: true, lazyConnect: true }
-    const subscriber =
-      client instanceof Cluster ? client.duplicate([], overrides) : client.duplicate(overrides)
+    const subscriber = subscriberFor(this.#client)
     this.#subscriber = subscriber
     let up = false
     subscriber.on('message', (channel: string, text: string) => this.#message(channel, text))
     subscriber.on('pmessage', (_pattern: string, channel: string, text: string) =>
       this.#message(channel, text),
     )
-    const down = (reason: string) => () => {
+    onDropped(subscriber, 'watch', (reason) => {
       if (this.#closed || !up) return
       up = false
       this.#listener.interrupted?.(reason)
-    }
-    subscriber.on('close', down('watch connection to Redis closed'))
-    subscriber.on('reconnecting', down('watch connection to Redis reconnecting'))
-    subscriber.on('error', () => {
-      // Reported through close/reconnecting.
     })
     await subscriber.connect()
     const prefix = this.#prefix
@@ -176,11 +169,6 @@ export class RedisWatch implements StoreWatch {
     this.#closed = true
     const subscriber = this.#subscriber
     this.#subscriber = undefined
-    if (subscriber === undefined) return
-    try {
-      await subscriber.quit()
-    } catch {
-      subscriber.disconnect()
-    }
+    if (subscriber !== undefined) await closeSubscriber(subscriber)
   }
 }

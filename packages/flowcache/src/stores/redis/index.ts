@@ -65,7 +65,7 @@ import {
   type LuaScript,
 } from './scripts.js'
 import { changeChannel, historyKey, parseVersion, RedisWatch } from './changes.js'
-import { historyDepth, historyLimit, lastVersions } from '../changes.js'
+import { historyDepth, historyLimit, inferredExpiry, lastVersions } from '../changes.js'
 
 /** Options of {@link redisStore}. Give at most one of `url`, `client` and `cluster`. */
 export interface RedisStoreOptions {
@@ -654,16 +654,8 @@ export class RedisStore implements Store {
       this.#client.lrangeBuffer(historyKey(key), 0, -1),
     )
     const versions = items.reverse().map((item) => parseVersion(item))
-    const last = versions.at(-1)
-    if (last?.operation === 'set' && last.expiresAt !== null && last.expiresAt <= this.now()) {
-      versions.push({
-        operation: 'expire',
-        revision: undefined,
-        at: last.expiresAt,
-        value: undefined,
-        expiresAt: null,
-      })
-    }
+    const expiry = inferredExpiry(versions.at(-1), this.now())
+    if (expiry !== undefined) versions.push(expiry)
     return lastVersions(versions, limit)
   }
 

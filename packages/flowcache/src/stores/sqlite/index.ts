@@ -52,7 +52,14 @@ import type {
 } from '../../types/store.js'
 import { prepareSchema } from './schema.js'
 import { prepareHistory, type HistoryStatements } from './history.js'
-import { TOMBSTONE_TTL_MS, Watchers, historyDepth, historyLimit, lastVersions } from '../changes.js'
+import {
+  TOMBSTONE_TTL_MS,
+  Watchers,
+  historyDepth,
+  historyLimit,
+  inferredExpiry,
+  lastVersions,
+} from '../changes.js'
 import {
   prefixRange,
   prepareStatements,
@@ -587,20 +594,8 @@ export class SqliteStore implements Store {
         value: row.value === null ? undefined : bytesOf(row.value),
         expiresAt: row.expires_at,
       }))
-      const last = versions.at(-1)
-      if (
-        last?.operation === 'set' &&
-        last.expiresAt !== null &&
-        last.expiresAt <= this.#clock.now()
-      ) {
-        versions.push({
-          operation: 'expire',
-          revision: undefined,
-          at: last.expiresAt,
-          value: undefined,
-          expiresAt: null,
-        })
-      }
+      const expiry = inferredExpiry(versions.at(-1), this.#clock.now())
+      if (expiry !== undefined) versions.push(expiry)
       return lastVersions(versions, limit)
     })
   }
