@@ -93,12 +93,12 @@ const FLOW_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
  * string), `Set` as a list, bytes as base64.
  */
 export function toJson(value: unknown): string {
-  return JSON.stringify(value, function replace(this: unknown, _key, item: unknown) {
+  return JSON.stringify(value, function replace(this: unknown, _key, item: unknown): unknown {
     if (typeof item === 'bigint') return item.toString()
     if (item instanceof Map) {
       const entries = [...(item as Map<unknown, unknown>).entries()]
       return entries.every(([key]) => typeof key === 'string')
-        ? Object.fromEntries(entries)
+        ? (Object.fromEntries(entries) as Record<string, unknown>)
         : entries
     }
     if (item instanceof Set) return [...(item as Set<unknown>)]
