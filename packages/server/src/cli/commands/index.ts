@@ -4,9 +4,10 @@
 import type { Command } from 'commander'
 import type { CliIo, ExitCode } from '../io.js'
 import { registerRun } from './run.js'
+import { registerServe } from './serve.js'
 
 /** Adds a command to the program; it reports its exit code through `done`. */
 export type RegisterCommand = (program: Command, io: CliIo, done: (code: ExitCode) => void) => void
 
 /** Every command of `flowcache`, in help order. */
-export const COMMANDS: readonly RegisterCommand[] = [registerRun]
+export const COMMANDS: readonly RegisterCommand[] = [registerRun, registerServe]

@@ -1,0 +1,8 @@
+/**
+ * The HTTP server of `flowcache serve`: {@link createServer}.
+ */
+export { CONTENT_SECURITY_POLICY, NAMESPACE_SEPARATOR, createServer, toJson } from './server.js'
+export type { FlowcacheServer, RouteInfo, RunFlow, ServerOptions } from './server.js'
+export { STATUS_BY_CODE, HttpError, errorAnswer } from './errors.js'
+export type { ErrorBody } from './errors.js'
+export { TokenCheck } from './auth.js'

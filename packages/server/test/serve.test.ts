@@ -1,0 +1,174 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { deleteRedisKeys, redisUrl } from '../../flowcache/test/helpers/services.js'
+import { sqliteStore } from '../../flowcache/src/stores/sqlite/index.js'
+import { createCache } from '../src/flowcache.js'
+
+/** The `flowcache` binary: it starts Node with the sandbox flag and tsx, forwarding signals. */
+const entry = fileURLToPath(new URL('../bin/flowcache.js', import.meta.url))
+const prefix = `srv${randomBytes(4).toString('hex')}`
+let dir: string
+const children = new Set<ChildProcess>()
+
+/** A `flowcache serve` child process, with its printed URL. */
+interface Served {
+  child: ChildProcess
+  url: string
+  output: () => string
+  exited: Promise<number | null>
+}
+
+/** Starts `flowcache serve <args>` in `dir` and waits for its URL. */
+async function serve(args: string[], env: Record<string, string> = {}): Promise<Served> {
+  const child = spawn(process.execPath, [entry, 'serve', '--port', '0', ...args], {
+    cwd: dir,
+    stdio: 'pipe',
+    env: { ...process.env, FLOWCACHE_CACHE_PREFIX: prefix, ...env },
+  })
+  children.add(child)
+  let stdout = ''
+  let stderr = ''
+  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      children.delete(child)
+      resolve(code)
+    }),
+  )
+  const started = performance.now()
+  for (;;) {
+    const match = /listening on (http:\/\/\S+)/.exec(stdout)
+    if (match?.[1] !== undefined) {
+      return { child, url: match[1], output: () => stdout + stderr, exited }
+    }
+    if (child.exitCode !== null || performance.now() - started > 30_000) {
+      throw new Error(`flowcache serve did not start:\n${stdout}\n${stderr}`)
+    }
+    await sleep(50)
+  }
+}
+
+async function api(url: string, init?: RequestInit): Promise<{ status: number; body: unknown }> {
+  const response = await fetch(url, init)
+  return { status: response.status, body: await response.json() }
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'flowcache-serve-'))
+  await mkdir(join(dir, 'flows'))
+  await mkdir(join(dir, 'none'))
+  await writeFile(
+    join(dir, 'flows', 'tick.yaml'),
+    `name: tick
+tenant: ${prefix}
+require_leader_election: true
+trigger:
+  schedule: { every: 200ms }
+steps:
+  - name: count
+    script: |
+      await ctx.cache.increment('ticks')
+      return event
+`,
+  )
+})
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL')
+  await deleteRedisKeys(`${prefix}*`)
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe('flowcache serve', { timeout: 120_000 }, () => {
+  it('forms a cluster on one Redis: shared values, a leader-elected flow on exactly one', async () => {
+    const store = ['--store', redisUrl(), '--flows', join(dir, 'flows')]
+    const [a, b] = await Promise.all([serve(store), serve(store)])
+    if (a === undefined || b === undefined) throw new Error('unreachable')
+    const key = '/v1/ns/tenant%3Ashared/keys/greeting'
+    const put = await api(`${a.url}${key}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ value: { hello: 'world' }, ttl: '5m' }),
+    })
+    expect(put.status).toBe(200)
+    expect(await api(`${b.url}${key}`)).toEqual({
+      status: 200,
+      body: { key: 'greeting', value: { hello: 'world' } },
+    })
+
+    const runsOf = async (served: Served): Promise<number> => {
+      const answer = await api(`${served.url}/v1/flows/tick/runs`)
+      return (answer.body as { runs: { total: number } }).runs.total
+    }
+    const started = performance.now()
+    while ((await runsOf(a)) + (await runsOf(b)) < 5) {
+      if (performance.now() - started > 60_000) throw new Error('the scheduled flow never ran')
+      await sleep(100)
+    }
+    const totals = [await runsOf(a), await runsOf(b)]
+    expect(totals.filter((total) => total > 0)).toHaveLength(1)
+    const leaders = await Promise.all(
+      [a, b].map(async (served) => {
+        const answer = await api(`${served.url}/v1/leaders`)
+        return (answer.body as { leaders: { isLeader: boolean }[] }).leaders[0]?.isLeader
+      }),
+    )
+    expect(leaders.filter((isLeader) => isLeader === true)).toHaveLength(1)
+
+    a.child.kill('SIGTERM')
+    b.child.kill('SIGTERM')
+    expect(await a.exited).toBe(0)
+    expect(await b.exited).toBe(0)
+    expect(a.output()).toContain('flowcache serve: stopped')
+  })
+
+  it('finishes requests in flight and keeps every acknowledged write on SIGTERM', async () => {
+    const path = join(dir, 'graceful.db')
+    const served = await serve(['--store', `sqlite:${path}`, '--flows', join(dir, 'none')])
+    expect(served.output()).toContain(`store:  sqlite ${path}`)
+    const acknowledged: string[] = []
+    const writes = Array.from({ length: 200 }, async (_, i) => {
+      await sleep(i % 20)
+      try {
+        const response = await fetch(`${served.url}/v1/ns/jobs/keys/k${i}`, {
+          method: 'PUT',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ value: i }),
+        })
+        if (response.status === 200) acknowledged.push(`k${i}`)
+      } catch {
+        // Refused after shutdown began: not acknowledged.
+      }
+    })
+    await sleep(5)
+    served.child.kill('SIGTERM')
+    await Promise.all(writes)
+    expect(await served.exited).toBe(0)
+    expect(acknowledged.length).toBeGreaterThan(0)
+    const cache = createCache({ store: sqliteStore({ path }), prefix })
+    const jobs = cache.namespace('jobs')
+    for (const key of acknowledged) expect(await jobs.get(key), key).toBe(Number(key.slice(1)))
+    await cache.close()
+  })
+
+  it('refuses a non-loopback host without a token and prints how to set one', async () => {
+    const child = spawn(process.execPath, [entry, 'serve', '--host', '0.0.0.0', '--port', '0'], {
+      cwd: dir,
+      stdio: 'pipe',
+      env: { ...process.env, FLOWCACHE_TOKEN: '' },
+    })
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    expect(code).toBe(2)
+    expect(stderr).toContain('--host server.host: 0.0.0.0 is reachable from other machines')
+    expect(stderr).toContain('FLOWCACHE_TOKEN')
+  })
+})
