@@ -3,10 +3,24 @@
  */
 import type { Command } from 'commander'
 import type { CliIo, ExitCode } from '../io.js'
+import { registerDel } from './del.js'
+import { registerGet } from './get.js'
+import { registerKeys } from './keys.js'
 import { registerRun } from './run.js'
+import { registerSet } from './set.js'
+import { registerStats } from './stats.js'
+import { registerTtl } from './ttl.js'
 
 /** Adds a command to the program; it reports its exit code through `done`. */
 export type RegisterCommand = (program: Command, io: CliIo, done: (code: ExitCode) => void) => void
 
 /** Every command of `flowcache`, in help order. */
-export const COMMANDS: readonly RegisterCommand[] = [registerRun]
+export const COMMANDS: readonly RegisterCommand[] = [
+  registerRun,
+  registerGet,
+  registerSet,
+  registerDel,
+  registerKeys,
+  registerTtl,
+  registerStats,
+]
