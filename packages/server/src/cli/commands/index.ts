@@ -10,6 +10,7 @@ import { registerRun } from './run.js'
 import { registerSet } from './set.js'
 import { registerStats } from './stats.js'
 import { registerTtl } from './ttl.js'
+import { registerWarm } from './warm.js'
 
 /** Adds a command to the program; it reports its exit code through `done`. */
 export type RegisterCommand = (program: Command, io: CliIo, done: (code: ExitCode) => void) => void
@@ -23,4 +24,5 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerKeys,
   registerTtl,
   registerStats,
+  registerWarm,
 ]
