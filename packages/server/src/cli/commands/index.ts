@@ -3,6 +3,7 @@
  */
 import type { Command } from 'commander'
 import type { CliIo, ExitCode } from '../io.js'
+import { registerBench } from './bench.js'
 import { registerDel } from './del.js'
 import { registerGet } from './get.js'
 import { registerKeys } from './keys.js'
@@ -25,4 +26,5 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerTtl,
   registerStats,
   registerWarm,
+  registerBench,
 ]
