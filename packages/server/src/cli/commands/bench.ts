@@ -8,10 +8,11 @@ import type { Command } from 'commander'
 import { DEFAULT_LIMITS, type Cache } from '../../flowcache.js'
 import { addCacheOptions, type CacheCommandOptions } from '../cache.js'
 import { ExitCode, UsageError, type CliIo } from '../io.js'
-import { formatMs, table } from '../table.js'
+import { table } from '../table.js'
 import {
   COMMON_EXIT_CODES,
   errorCode,
+  formatLatency,
   helpAfter,
   isReportable,
   printJson,
@@ -219,11 +220,6 @@ async function verifyAll(state: BenchState): Promise<void> {
       if (value?.seq !== state.expected[start + offset]) state.mismatches++
     })
   }
-}
-
-/** A latency for the table: three decimals below 1 ms, where in-process calls fall. */
-function formatLatency(ms: number): string {
-  return ms < 1 ? `${ms.toFixed(3)} ms` : formatMs(ms)
 }
 
 /** The readable report. */

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { FlowcacheError, InvalidArgumentError, parseDuration } from '../../flowcache.js'
 import { cacheForCommand, type CacheCommandOptions, type CommandCache } from '../cache.js'
 import { ExitCode, UsageError, type CliIo } from '../io.js'
+import { formatMs } from '../table.js'
 
 /** Options every data command has besides the cache options. */
 export interface OutputOptions {
@@ -148,4 +149,9 @@ export const COMMON_EXIT_CODES =
  */
 export function parseTtlOption(text: string, name = '--ttl'): number {
   return /^\d+$/.test(text.trim()) ? parseDuration(Number(text), name) : parseDuration(text, name)
+}
+
+/** A latency for people: three decimals below 1 ms (where in-process calls fall), else `formatMs`. */
+export function formatLatency(ms: number): string {
+  return ms < 1 ? `${ms.toFixed(3)} ms` : formatMs(ms)
 }

@@ -5,6 +5,7 @@ import type { Command } from 'commander'
 import type { CliIo, ExitCode } from '../io.js'
 import { registerBench } from './bench.js'
 import { registerDel } from './del.js'
+import { registerDoctor } from './doctor.js'
 import { registerGet } from './get.js'
 import { registerKeys } from './keys.js'
 import { registerRun } from './run.js'
@@ -27,4 +28,5 @@ export const COMMANDS: readonly RegisterCommand[] = [
   registerStats,
   registerWarm,
   registerBench,
+  registerDoctor,
 ]
