@@ -21,6 +21,8 @@ export const ExitCode = {
   failure: 1,
   /** Bad usage: an unknown option, a missing argument, an invalid flow file or event. */
   usage: 2,
+  /** A lookup found nothing: `get` or `ttl` of a key without a live entry. */
+  miss: 3,
 } as const
 
 /** One of {@link ExitCode}. */
