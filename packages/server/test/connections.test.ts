@@ -19,6 +19,7 @@ import {
 } from '../src/flowcache.js'
 import {
   ConnectionMissingError,
+  FlowDefinitions,
   FlowRunner,
   FlowValidationError,
   parseFlow,
@@ -224,13 +225,12 @@ describe('the connections file as a refreshing resource', () => {
     expect(warning?.level).toBe('warn')
 
     // A document that parses but is not a mapping is refused the same way.
-    const failures = stats?.failures ?? 0
     await writeConnections('- crm\n- billing\n')
     await waitUntil(
-      () => (host?.status().resources.connections?.failures ?? 0) > failures,
+      () => host?.status().resources.connections?.lastError?.includes('must be a mapping') === true,
       'a refused document',
     )
-    expect(host?.status().resources.connections?.lastError).toContain('must be a mapping')
+    expect(host?.status().resources.connections?.stale).toBe(true)
     expect((await seenBy('crm')).connections).toMatchObject({ crm: { apiKey: 'k-1' } })
   })
 
@@ -387,6 +387,15 @@ describe('the connections field of a flow file', () => {
     ])
     expect(parseFlow(text(''), 'f.yaml').flow).not.toHaveProperty('connections')
     expect(parseFlow(text('connections: []\n'), 'f.yaml').flow).not.toHaveProperty('connections')
+  })
+
+  it('survives the definition cache: a definition read back from disk keeps its connections', async () => {
+    const cacheDir = join(dir, 'definitions')
+    const file = join(dir, 'crm.yaml')
+    expect((await new FlowDefinitions({ dir: cacheDir }).load(file)).connections).toEqual(['crm'])
+    const second = new FlowDefinitions({ dir: cacheDir })
+    expect((await second.load(file)).connections).toEqual(['crm'])
+    expect(second.stats()).toMatchObject({ diskHits: 1, parses: 0, corrupt: 0 })
   })
 
   it('reports bad and repeated names with their line and column', () => {
