@@ -210,9 +210,9 @@ describe('escapes from the isolate', () => {
       `const probe = (f) => f.constructor.constructor('return [typeof process, typeof require, typeof globalThis.Buffer].join()')()
        const pending = ctx.cache.get('k')
        await pending
-       return { data: [probe(ctx.cache.get), probe(ctx.locks), probe(pending), probe(ctx.log), probe(ctx.flow)] }`,
+       return { data: [probe(ctx.cache.get), probe(ctx.locks), probe(pending), probe(ctx.log), probe(ctx.flow), probe(ctx.connections)] }`,
     )
-    expect(data).toEqual(Array(5).fill('undefined,undefined,undefined'))
+    expect(data).toEqual(Array(6).fill('undefined,undefined,undefined'))
   })
 
   it('finds no host prototype on errors thrown by host calls', async () => {

@@ -75,6 +75,45 @@ describe('results', () => {
     })
   })
 
+  it('gives the script ctx.connections as a deeply frozen copy, {} when none is given', async () => {
+    const connections = { crm: { url: 'https://crm.example.com', tags: ['a'] } }
+    const result = await sandbox.run(
+      `'use strict'
+       let changed = 'no'
+       try { ctx.connections.crm.tags.push('b'); changed = 'yes' } catch (e) { changed = e.name }
+       return { data: { seen: ctx.connections, changed, frozen: Object.isFrozen(ctx.connections.crm.tags) } }`,
+      {
+        event: { data: null },
+        ctx: { cache: view, flow: { name: 'orders', runId: 'run-1', tenant: 'acme' }, connections },
+      },
+    )
+    expect(result.value).toEqual({
+      data: { seen: connections, changed: 'TypeError', frozen: true },
+    })
+    expect(Object.isFrozen(connections.crm)).toBe(false)
+    const none = await runIn(sandbox, view, 'return { data: ctx.connections }')
+    expect(none.value).toEqual({ data: {} })
+  })
+
+  it('refuses ctx.connections that is not an object of JSON data, before running', async () => {
+    const cyclic: Record<string, unknown> = {}
+    cyclic.self = cyclic
+    for (const connections of [[], 'crm', cyclic, { big: 1n }]) {
+      const error = await rejectionOf(
+        sandbox.run('return event', {
+          event: { data: null },
+          ctx: {
+            cache: view,
+            flow: { name: 'orders', runId: 'run-1', tenant: 'acme' },
+            connections: connections as Record<string, unknown>,
+          },
+        }),
+      )
+      expect(error).toBeInstanceOf(InvalidArgumentError)
+      expect(error.message).toMatch(/^ctx\.connections must be/)
+    }
+  })
+
   it('refuses results that are not an event object', async () => {
     for (const [source, pattern] of [
       ['return', /returned nothing/],

@@ -92,6 +92,7 @@ const storedSchema = z.strictObject({
       }),
     ]),
     requireLeaderElection: z.boolean(),
+    connections: z.array(z.string()).optional(),
     steps: z
       .array(
         z.strictObject({

@@ -115,3 +115,47 @@ export class FlowStepError extends FlowcacheError {
     this.logs = details.logs ?? []
   }
 }
+
+/** What {@link ConnectionMissingError} says. */
+export interface ConnectionMissingErrorDetails {
+  /** Flow name. */
+  flow: string
+  /** Absolute path of the flow file. */
+  flowFile: string
+  /** The connection the flow declared and could not be given. */
+  connection: string
+  /**
+   * The connections resource the name was looked up in (for a connections file, its absolute
+   * path), or `undefined` when the runner has no connections resource.
+   */
+  file: string | undefined
+}
+
+/**
+ * A flow declares a connection (`connections: [crm]`) that the host's connections file does not
+ * have, or the host has no connections file at all. Nothing of the run has executed. Add the
+ * entry to the file (the host picks it up at its next refresh) or remove the name from the flow.
+ */
+export class ConnectionMissingError extends FlowcacheError {
+  static override readonly code: string = 'E_CONNECTION_MISSING'
+  /** Flow name. */
+  readonly flow: string
+  /** Absolute path of the flow file. */
+  readonly flowFile: string
+  /** The missing connection's name. */
+  readonly connection: string
+  /** The connections file (or resource name) looked in; `undefined` when there is none. */
+  readonly file: string | undefined
+
+  constructor(details: ConnectionMissingErrorDetails) {
+    super(
+      details.file === undefined
+        ? `flow '${details.flow}' (${details.flowFile}) declares connection '${details.connection}', but the host has no connections file; give the host one (connectionsFile) or remove '${details.connection}' from the flow's connections`
+        : `flow '${details.flow}' (${details.flowFile}) declares connection '${details.connection}', which ${details.file} does not have; add '${details.connection}' to that file or remove it from the flow's connections`,
+    )
+    this.flow = details.flow
+    this.flowFile = details.flowFile
+    this.connection = details.connection
+    this.file = details.file
+  }
+}

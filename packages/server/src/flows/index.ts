@@ -2,8 +2,13 @@
  * Flows: the loader of flow files, the definition cache and the flow runner.
  */
 export type * from './types.js'
-export { FlowStepError, FlowValidationError, formatIssue } from './errors.js'
-export type { FlowIssue, FlowStepErrorDetails } from './errors.js'
+export {
+  ConnectionMissingError,
+  FlowStepError,
+  FlowValidationError,
+  formatIssue,
+} from './errors.js'
+export type { ConnectionMissingErrorDetails, FlowIssue, FlowStepErrorDetails } from './errors.js'
 export {
   MAX_FLOW_FILE_BYTES,
   fieldPath,

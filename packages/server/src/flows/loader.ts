@@ -181,6 +181,11 @@ const flowSchema = strict(
     description: z.string({ error: expected('must be a string') }).optional(),
     trigger: triggerSchema,
     require_leader_election: z.boolean({ error: expected('must be true or false') }).default(false),
+    connections: z
+      .array(nameSchema, {
+        error: expected('must be a list of connection names (e.g. [crm, billing])'),
+      })
+      .optional(),
     steps: z
       .array(stepSchema, { error: expected('must be a list of steps (- name: …, script: …)') })
       .min(1, { error: 'must have at least one step' }),
@@ -195,6 +200,18 @@ const flowSchema = strict(
         'cannot be true on an http-triggered flow: every replica serves HTTP requests; use it with schedule or events triggers',
     })
   }
+  const declared = new Map<string, number>()
+  flow.connections?.forEach((name, index) => {
+    const first = declared.get(name)
+    if (first === undefined) declared.set(name, index)
+    else {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['connections', index],
+        message: `'${name}' is already connections[${first}]; list each connection once`,
+      })
+    }
+  })
   const seen = new Map<string, number>()
   flow.steps.forEach((step, index) => {
     const first = seen.get(step.name)
@@ -375,18 +392,19 @@ export function parseFlow(
     if (scriptLine !== undefined) definition.scriptLine = scriptLine
     return definition
   })
-  return {
-    flow: {
-      name: input.name,
-      tenant: input.tenant,
-      file: absolutePath,
-      revision: revisionOf(text),
-      trigger: toTrigger(input.trigger),
-      requireLeaderElection: input.require_leader_election,
-      steps,
-    },
-    namePosition: positions.of(['name']),
+  const flow: FlowDefinition = {
+    name: input.name,
+    tenant: input.tenant,
+    file: absolutePath,
+    revision: revisionOf(text),
+    trigger: toTrigger(input.trigger),
+    requireLeaderElection: input.require_leader_election,
+    steps,
   }
+  if (input.connections !== undefined && input.connections.length > 0) {
+    flow.connections = input.connections
+  }
+  return { flow, namePosition: positions.of(['name']) }
 }
 
 /** Reads a flow file, refusing one larger than {@link MAX_FLOW_FILE_BYTES}. */

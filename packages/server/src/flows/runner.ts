@@ -22,7 +22,8 @@ import {
   type Sandbox,
   type SandboxOptions,
 } from '../sandbox/index.js'
-import { FlowStepError } from './errors.js'
+import type { RefreshingResource } from '../resources/refreshing.js'
+import { ConnectionMissingError, FlowStepError } from './errors.js'
 import { parseKeyTemplate, renderKeyTemplate, type TemplatePart } from './key-template.js'
 import type {
   FlowDefinition,
@@ -52,14 +53,23 @@ export interface FlowRunnerOptions {
   limits?: Partial<RunLimits>
   /** Where the runner reports failed steps. @default silentLogger */
   logger?: Logger
+  /**
+   * The host's connections: a refreshing resource (usually a `fileResource` of the connections
+   * file) holding connection settings by name. Each run of a flow that declares `connections`
+   * reads it (`get({ debug })`: a debug run loads it fresh) and hands the script only the
+   * declared entries as `ctx.connections`. The runner never starts or stops it.
+   * @default none: flows that declare connections fail with `ConnectionMissingError`
+   */
+  connections?: RefreshingResource<Record<string, unknown>>
 }
 
 /** Options of one run. */
 export interface FlowRunOptions {
   /**
    * A debug run: every step's script runs, memoized or not; the step cache is neither read nor
-   * written (the step reports `hit: null, bypassed: true`). `ctx.cache` is the flow's real
-   * namespace all the same. @default false
+   * written (the step reports `hit: null, bypassed: true`), and the connections are loaded
+   * fresh, bypassing the held copy. `ctx.cache` is the flow's real namespace all the same.
+   * @default false
    */
   debug?: boolean
   /** Id of the run, shown to scripts as `ctx.flow.runId`. @default a random UUID */
@@ -103,12 +113,26 @@ function displayPath(file: string): string {
   return shown === '' || shown.startsWith('..') || isAbsolute(shown) ? file : shown
 }
 
+/** Freezes `value` and everything in it; returns it. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const key of Reflect.ownKeys(value))
+      deepFreeze((value as Record<PropertyKey, unknown>)[key])
+  }
+  return value
+}
+
+/** The frozen, empty `ctx.connections` of a flow that declares none. */
+const NO_CONNECTIONS: Readonly<Record<string, unknown>> = Object.freeze({})
+
 /** Runs flows; see the module comment. Implements {@link FlowRunnerLike}. */
 export class FlowRunner implements FlowRunnerLike {
   readonly #cache: Cache
   readonly #createSandbox: SandboxFactory
   readonly #limits: Partial<RunLimits> | undefined
   readonly #logger: Logger
+  readonly #connections: RefreshingResource<Record<string, unknown>> | undefined
   readonly #sandboxes = new Map<string, Promise<Sandbox>>()
   readonly #templates = new Map<string, TemplatePart[]>()
   #closed = false
@@ -123,8 +147,21 @@ export class FlowRunner implements FlowRunnerLike {
       typeof sandboxes === 'function'
         ? sandboxes
         : () => createSandbox({ logger: options.logger, ...sandboxes })
+    const connections = options.connections
+    if (
+      connections !== undefined &&
+      (typeof connections !== 'object' ||
+        connections === null ||
+        typeof connections.get !== 'function')
+    ) {
+      throw InvalidArgumentError.format(
+        'connections',
+        'must be a refreshing resource (fileResource or createRefreshingResource)',
+      )
+    }
     this.#limits = options.limits
     this.#logger = options.logger ?? silentLogger
+    this.#connections = connections
   }
 
   /**
@@ -132,7 +169,10 @@ export class FlowRunner implements FlowRunnerLike {
    * previous step's result; a step returning `null` drops the event and ends the run. Rejects
    * with `FlowStepError` (`E_FLOW_STEP`, with the flow, step, file and line, and the step's
    * typed error as `cause`) when a step fails, and with `InvalidArgumentError` before anything
-   * runs when `event` is not a JSON object.
+   * runs when `event` is not a JSON object. A flow that declares connections fails before any
+   * step runs with `ConnectionMissingError` (`E_CONNECTION_MISSING`) when one is not in the
+   * connections resource, and with `ResourceLoadError` (`E_RESOURCE_LOAD`) when the resource has
+   * no value and cannot load one (or, for a debug run, cannot load a fresh one).
    */
   async run(
     flow: FlowDefinition,
@@ -150,6 +190,7 @@ export class FlowRunner implements FlowRunnerLike {
     const debug = options.debug === true
     const started = performance.now()
     const view = flowNamespace(this.#cache, flow)
+    const connections = await this.#connectionsOf(flow, debug)
     const sandbox = await this.#sandboxOf(flow.tenant)
     const steps: StepReport[] = []
     let current: Record<string, unknown> | null = event as Record<string, unknown>
@@ -163,6 +204,7 @@ export class FlowRunner implements FlowRunnerLike {
           ctx: {
             cache: view,
             flow: { name: flow.name, runId, tenant: flow.tenant, step: step.name },
+            connections,
           },
           limits: this.#limits,
           filename: `${flow.name}.${step.name}.js`,
@@ -219,6 +261,31 @@ export class FlowRunner implements FlowRunnerLike {
         }
       }),
     )
+  }
+
+  /**
+   * The `ctx.connections` of a run: a frozen copy of the entries `flow` declares, read from the
+   * connections resource (fresh for a debug run). Other entries are never copied.
+   */
+  async #connectionsOf(
+    flow: FlowDefinition,
+    debug: boolean,
+  ): Promise<Readonly<Record<string, unknown>>> {
+    const names = flow.connections ?? []
+    if (names.length === 0) return NO_CONNECTIONS
+    const resource = this.#connections
+    const missing = (connection: string, file: string | undefined): ConnectionMissingError =>
+      new ConnectionMissingError({ flow: flow.name, flowFile: flow.file, connection, file })
+    if (resource === undefined) throw missing(names[0] as string, undefined)
+    const all = await resource.get({ debug })
+    const picked: Array<[string, unknown]> = []
+    for (const name of names) {
+      if (typeof all !== 'object' || all === null || !Object.hasOwn(all, name)) {
+        throw missing(name, resource.name)
+      }
+      picked.push([name, structuredClone(all[name])])
+    }
+    return deepFreeze(Object.fromEntries(picked))
   }
 
   #templateOf(template: string | undefined): TemplatePart[] | undefined {

@@ -54,6 +54,11 @@ export interface FlowDefinition {
   trigger: Trigger
   /** Run scheduled and event flows on exactly one replica (the elected leader). */
   requireLeaderElection: boolean
+  /**
+   * Names of the entries of the host's connections file that the flow's scripts may read as
+   * `ctx.connections`; absent or empty when the flow reads none.
+   */
+  connections?: string[]
   steps: StepDefinition[]
 }
 

@@ -2,14 +2,21 @@
  * A flow host wired to a folder of flow files: the flows are loaded through the definition cache
  * (memory, then cache files, by revision), run by a `FlowRunner`, and re-read from the folder on
  * every route refresh, so a file added while the host runs becomes routable. Invalid files are
- * reported through the logger with their `file:line:col` and never stop the valid ones.
+ * reported through the logger with their `file:line:col` and never stop the valid ones. A
+ * connections file, when given, is a refreshing file resource: reloaded every few minutes, the
+ * last good copy served while the file is broken, loaded fresh for debug runs, cleared on demand.
  */
-import { InvalidArgumentError, stderrLogger, type Logger } from '../flowcache.js'
+import { InvalidArgumentError, stderrLogger, type Duration, type Logger } from '../flowcache.js'
 import { FlowDefinitions, type FlowDefinitionsOptions } from '../flows/definitions.js'
 import type { FlowValidationError } from '../flows/errors.js'
 import { FlowRunner, type FlowRunnerOptions } from '../flows/runner.js'
 import type { FlowDefinition, FlowRunnerLike } from '../flows/types.js'
-import { FlowHost, type FlowHostOptions } from './host.js'
+import { fileResource } from '../resources/file.js'
+import type { RefreshingResource, RefreshingResourceStats } from '../resources/refreshing.js'
+import { FlowHost, type FlowHostOptions, type HostStatus } from './host.js'
+
+/** The value of the host's connections resource: connection settings by name. */
+export type Connections = Record<string, unknown>
 
 /** Options of {@link createFlowHostFromDir}: the host's options, with a folder instead of a loader. */
 export interface FlowHostFromDirOptions extends Omit<FlowHostOptions, 'runner' | 'flows'> {
@@ -31,6 +38,47 @@ export interface FlowHostFromDirOptions extends Omit<FlowHostOptions, 'runner' |
   sandboxes?: FlowRunnerOptions['sandboxes']
   /** Limits of every step run by the created runner. @default the sandbox's */
   limits?: FlowRunnerOptions['limits']
+  /**
+   * The connections file: a YAML (or `.json`) mapping of connection names to their settings
+   * (`crm: { url: …, apiKey: … }`). A flow lists the names its scripts may read
+   * (`connections: [crm]`) and sees those entries as `ctx.connections`. The file is loaded at
+   * `start()` (a missing or invalid file makes `start()` reject), reloaded every
+   * `connectionsRefreshEvery`, and loaded fresh for debug runs; while it is broken the last good
+   * copy is served and each failed reload is logged. Needs the runner the host creates (not
+   * `runner`). @default none: flows that declare connections fail with `E_CONNECTION_MISSING`
+   */
+  connectionsFile?: string
+  /**
+   * How often the connections file is reloaded: a duration (`'90s'`) or ms. Only with
+   * `connectionsFile`. @default '5m'
+   */
+  connectionsRefreshEvery?: Duration
+}
+
+/** What {@link DirFlowHost.status} reports: the host's status and its resource caches. */
+export interface DirHostStatus extends HostStatus {
+  /** The host's refreshing resources, by role; `connections` is there with a connections file. */
+  resources: { connections?: RefreshingResourceStats }
+}
+
+/** Describes a value for "got …" in messages. */
+function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return 'nothing'
+  if (Array.isArray(value)) return 'a list'
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`
+}
+
+/**
+ * Checks a parsed connections file: a mapping of names to settings. Anything else (an empty
+ * file, a list, a scalar) is refused, so the last good connections stay in use.
+ */
+export function parseConnections(document: unknown): Connections {
+  if (typeof document !== 'object' || document === null || Array.isArray(document)) {
+    throw new TypeError(
+      `must be a mapping of connection names to their settings (e.g. crm: { url: https://crm.example.com }); got ${describeValue(document)}`,
+    )
+  }
+  return document as Connections
 }
 
 /**
@@ -44,9 +92,15 @@ export class DirFlowHost extends FlowHost {
   readonly definitions: FlowDefinitions
   /** The runner of the flows. */
   readonly runner: FlowRunnerLike
+  /**
+   * The connections file as a refreshing resource, when `connectionsFile` was given; its name is
+   * the file's absolute path. The host starts and stops it.
+   */
+  readonly connections: RefreshingResource<Connections> | undefined
   readonly #ownedRunner: FlowRunner | undefined
   #invalid: FlowValidationError[] = []
   #stopping: Promise<void> | undefined
+  #resourcesStarted = false
 
   /** @internal use {@link createFlowHostFromDir} */
   constructor(options: FlowHostFromDirOptions) {
@@ -59,12 +113,39 @@ export class DirFlowHost extends FlowHost {
       runner: givenRunner,
       sandboxes,
       limits,
+      connectionsFile,
+      connectionsRefreshEvery,
       ...hostOptions
     } = options
     if (typeof dir !== 'string' || dir === '') {
       throw InvalidArgumentError.format('dir', 'must be the path of a folder of flow files')
     }
     const logger = hostOptions.logger ?? stderrLogger
+    let connections: RefreshingResource<Connections> | undefined
+    if (connectionsFile !== undefined) {
+      if (typeof connectionsFile !== 'string' || connectionsFile === '') {
+        throw InvalidArgumentError.format(
+          'connectionsFile',
+          'must be the path of a YAML or JSON file of connections',
+        )
+      }
+      if (givenRunner !== undefined) {
+        throw InvalidArgumentError.format(
+          'connectionsFile',
+          'is handed to the runner the host creates, so it cannot be used with runner; give your runner the connections yourself (new FlowRunner({ connections: fileResource(file) }))',
+        )
+      }
+      connections = fileResource(connectionsFile, parseConnections, {
+        refreshEvery: connectionsRefreshEvery ?? '5m',
+        logger,
+        ...(hostOptions.clock === undefined ? {} : { clock: hostOptions.clock }),
+      })
+    } else if (connectionsRefreshEvery !== undefined) {
+      throw InvalidArgumentError.format(
+        'connectionsRefreshEvery',
+        'has no effect without connectionsFile; give both or neither',
+      )
+    }
     const definitions =
       definitionsCache instanceof FlowDefinitions
         ? definitionsCache
@@ -77,6 +158,7 @@ export class DirFlowHost extends FlowHost {
         logger,
         ...(sandboxes === undefined ? {} : { sandboxes }),
         ...(limits === undefined ? {} : { limits }),
+        ...(connections === undefined ? {} : { connections }),
       })
       runner = owned
     } else {
@@ -95,6 +177,7 @@ export class DirFlowHost extends FlowHost {
     this.dir = dir
     this.definitions = definitions
     this.runner = runner
+    this.connections = connections
     this.#ownedRunner = owned
     bound.load = () => this.#loadDir(logger)
   }
@@ -104,16 +187,54 @@ export class DirFlowHost extends FlowHost {
     return this.#invalid
   }
 
-  /** {@link FlowHost.stop}, then closes the runner this host created (and its sandboxes). */
+  /**
+   * Loads the connections file (when given) and starts its background reloads, then
+   * {@link FlowHost.start}. Rejects with `ResourceLoadError` (`E_RESOURCE_LOAD`, naming the file
+   * and the problem) when the connections file cannot be loaded; nothing is left running.
+   */
+  override async start(): Promise<void> {
+    if (this.connections !== undefined && !this.#resourcesStarted) {
+      try {
+        await this.connections.start()
+      } catch (error) {
+        this.connections.stop()
+        throw error
+      }
+      this.#resourcesStarted = true
+    }
+    await super.start()
+  }
+
+  /**
+   * {@link FlowHost.stop}, then closes the runner this host created (and its sandboxes) and
+   * stops reloading the connections file.
+   */
   override async stop(): Promise<void> {
     this.#stopping ??= (async () => {
       try {
         await super.stop()
       } finally {
+        this.connections?.stop()
         await this.#ownedRunner?.close()
       }
     })()
     return this.#stopping
+  }
+
+  /** {@link FlowHost.status}, with the stats of the host's resource caches under `resources`. */
+  override status(): DirHostStatus {
+    const resources: DirHostStatus['resources'] = {}
+    if (this.connections !== undefined) resources.connections = this.connections.stats()
+    return { ...super.status(), resources }
+  }
+
+  /**
+   * The manual "clear cache": drops the held copy of the connections file, so the next run that
+   * reads connections loads the file fresh. There is no last good copy to fall back on until
+   * that load succeeds: while the file is broken, such runs fail with `E_RESOURCE_LOAD`.
+   */
+  clearResources(): void {
+    this.connections?.clear()
   }
 
   /**

@@ -249,6 +249,7 @@ export const BOOTSTRAP_SOURCE = String.raw`(function setup(call, log, configJson
     rateLimit: (key, options) => invoke('rateLimit', [key, options]),
     log: logger('info'),
     flow: deepFreeze(config.flow),
+    connections: deepFreeze(config.connections),
   })
   globalThis.console = freeze({
     log: logger('info'),

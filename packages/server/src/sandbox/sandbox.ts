@@ -82,6 +82,12 @@ export interface ScriptContext {
   cache: Cache
   /** Shown to the script as `ctx.flow`. */
   flow: FlowInfo
+  /**
+   * Shown to the script as `ctx.connections` (deeply frozen): the connection settings the flow
+   * may read, by name. JSON data only; the script gets a copy made for its run, never a
+   * reference to this object. @default {}
+   */
+  connections?: Record<string, unknown>
 }
 
 /** Options of {@link Sandbox.run}. */
@@ -307,6 +313,7 @@ export class Sandbox {
       throw InvalidArgumentError.format('ctx.cache', "must be the flow's Cache namespace view")
     }
     const flow = checkFlow(ctx.flow)
+    const connections = checkConnections(ctx.connections)
     const limits = resolveRunLimits(this.#settings.limits, options.limits)
     const filename = options.filename ?? `${flow.name}.js`
     if (typeof filename !== 'string' || filename === '' || filename.length > 200) {
@@ -328,7 +335,7 @@ export class Sandbox {
       )
     }
     const run = this.#tail.then(() =>
-      this.#execute(source, filename, eventCopy, ctx.cache, flow, limits),
+      this.#execute(source, filename, eventCopy, ctx.cache, flow, connections, limits),
     )
     this.#tail = run.catch(() => undefined)
     return run
@@ -391,6 +398,7 @@ export class Sandbox {
     eventCopy: IsolatedVm.ExternalCopy,
     cache: Cache,
     flow: FlowInfo,
+    connections: Record<string, unknown>,
     limits: ResolvedRunLimits,
   ): Promise<RunResult> {
     this.#stats.runs++
@@ -487,7 +495,7 @@ export class Sandbox {
       },
       { ignored: true },
     )
-    const config = JSON.stringify({ flow, limits })
+    const config = JSON.stringify({ flow, connections, limits })
 
     let context: IsolatedVm.Context | undefined
     const cpuStart = isolate.cpuTime
@@ -789,4 +797,29 @@ function checkFlow(flow: unknown): FlowInfo {
     info.step = given.step
   }
   return info
+}
+
+/**
+ * Checks `ctx.connections` and returns a plain-data copy of it: an object (not a list) of JSON
+ * data. The copy is what crosses into the isolate, so nothing the caller holds is shared.
+ */
+function checkConnections(connections: unknown): Record<string, unknown> {
+  if (connections === undefined) return {}
+  if (typeof connections !== 'object' || connections === null || Array.isArray(connections)) {
+    throw InvalidArgumentError.format(
+      'ctx.connections',
+      'must be an object of connection settings by name',
+    )
+  }
+  let text: string
+  try {
+    text = JSON.stringify(connections)
+  } catch (cause) {
+    throw InvalidArgumentError.format(
+      'ctx.connections',
+      'must be JSON data (no cycles or BigInts)',
+      { cause },
+    )
+  }
+  return JSON.parse(text) as Record<string, unknown>
 }
