@@ -133,25 +133,36 @@ describe('flowcache serve', { timeout: 120_000 }, () => {
     const path = join(dir, 'graceful.db')
     const served = await serve(['--store', `sqlite:${path}`, '--flows', join(dir, 'none')])
     expect(served.output()).toContain(`store:  sqlite ${path}`)
+    // 8 writers, each with one PUT always in flight, until the server stops answering; SIGTERM
+    // once 20 writes are acknowledged, so the shutdown meets requests in flight.
     const acknowledged: string[] = []
-    const writes = Array.from({ length: 200 }, async (_, i) => {
-      await sleep(i % 20)
-      try {
-        const response = await fetch(`${served.url}/v1/ns/jobs/keys/k${i}`, {
-          method: 'PUT',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ value: i }),
-        })
-        if (response.status === 200) acknowledged.push(`k${i}`)
-      } catch {
-        // Refused after shutdown began: not acknowledged.
+    let next = 0
+    let twenty: () => void = () => {}
+    const twentyDone = new Promise<void>((resolve) => (twenty = resolve))
+    const writer = async (): Promise<void> => {
+      for (;;) {
+        const i = next++
+        try {
+          const response = await fetch(`${served.url}/v1/ns/jobs/keys/k${i}`, {
+            method: 'PUT',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ value: i }),
+          })
+          if (response.status !== 200) return
+          acknowledged.push(`k${i}`)
+          if (acknowledged.length === 20) twenty()
+        } catch {
+          // Refused after shutdown began: not acknowledged.
+          return
+        }
       }
-    })
-    await sleep(5)
+    }
+    const writes = Array.from({ length: 8 }, () => writer())
+    await Promise.race([twentyDone, sleep(20_000)])
     served.child.kill('SIGTERM')
     await Promise.all(writes)
     expect(await served.exited).toBe(0)
-    expect(acknowledged.length).toBeGreaterThan(0)
+    expect(acknowledged.length).toBeGreaterThanOrEqual(20)
     const cache = createCache({ store: sqliteStore({ path }), prefix })
     const jobs = cache.namespace('jobs')
     for (const key of acknowledged) expect(await jobs.get(key), key).toBe(Number(key.slice(1)))
