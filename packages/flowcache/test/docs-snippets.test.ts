@@ -12,19 +12,29 @@
  *       this test run (their URLs are passed as `FLOWCACHE_REDIS_URL` / `FLOWCACHE_NATS_URL`).
  *       The block passes when the process exits with code 0 within the time limit; a snippet
  *       checks its own claims with `node:assert`.
+ *   ```js script
+ *       A flow step script: run once in the flow host's sandbox (`createSandbox` of
+ *       `@flowcache/server`) with `ctx.cache` on a fresh memory cache and the event
+ *       `{ data: { id: 42, customer: 'c-7', total: 1200 } }`. It passes when the run resolves
+ *       (with the event or `null`); a script error or a wrong result fails it.
  *   ```ts fragment (or any language followed by `fragment`)
  *       A fragment that cannot run on its own (it needs a platform, a package flowcache does not
  *       install, or a test runner). It is listed as a skipped test whose name gives the reason,
  *       so fragments stay visible. Keep these rare: prefer adding the setup lines.
- *   ```sh, ```yaml, ```text, ```json and unlabelled blocks
+ *   ```yaml whose first line is a `# <relative path>` comment (e.g. `# flows/orders.yaml`)
+ *       Written to that path in the working directory of the snippets (shared by all pages), so
+ *       the snippets that load it run on the very file the page shows; a flow file that does
+ *       not load makes its snippet fail. Two blocks naming one path must have the same content.
+ *   ```sh, other ```yaml, ```text, ```json and unlabelled blocks
  *       Not executed: shell commands need a running server and change the machine, YAML and
  *       JSON blocks are configuration shown next to a snippet that loads it, and text blocks
  *       are output.
  *
+ * A fragment's reason is the rest of its info string: ```ts fragment needs Redis Sentinel.
  * Each test is named `<file>:<line>` after the line of the opening fence.
  */
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -106,11 +116,36 @@ export function extractSnippets(markdown: string, file: string): Snippet[] {
 
 /** Points `flowcache` and `flowcache/<subpath>` imports at the library's source files. */
 function rewriteImports(code: string): string {
-  return code.replace(/(from\s+|import\s*\(\s*|import\s+)'(flowcache(?:\/[a-z]+)?)'/g, (all, lead, name) => {
-    const target = SUBPATHS[name as string]
-    if (target === undefined) throw new Error(`unknown flowcache subpath '${name as string}'`)
-    return `${lead as string}'${join(sourceDir, target)}'`
-  })
+  return code.replace(
+    /(from\s+|import\s*\(\s*|import\s+)'(flowcache(?:\/[a-z]+)?)'/g,
+    (all, lead, name) => {
+      const target = SUBPATHS[name as string]
+      if (target === undefined) throw new Error(`unknown flowcache subpath '${name as string}'`)
+      return `${lead as string}'${join(sourceDir, target)}'`
+    },
+  )
+}
+
+/** A module that runs a step script once in the flow host's sandbox. */
+function scriptModule(source: string): string {
+  return [
+    `import { createCache } from '${join(sourceDir, 'index.ts')}'`,
+    `import { createSandbox } from '@flowcache/server'`,
+    `const cache = createCache()`,
+    `const sandbox = await createSandbox()`,
+    `try {`,
+    `  await sandbox.run(${JSON.stringify(source)}, {`,
+    `    event: { data: { id: 42, customer: 'c-7', total: 1200 } },`,
+    `    ctx: {`,
+    `      cache: cache.namespace('tenant:docs').namespace('flow:orders'),`,
+    `      flow: { name: 'orders', runId: 'run-1', tenant: 'docs' },`,
+    `    },`,
+    `  })`,
+    `} finally {`,
+    `  await sandbox.close()`,
+    `  await cache.close()`,
+    `}`,
+  ].join('\n')
 }
 
 /** Result of running one snippet in a child process. */
@@ -120,11 +155,30 @@ interface RunResult {
   timedOut: boolean
 }
 
-/** Runs a module file with `node --import tsx`, killing it after `SNIPPET_TIMEOUT_MS`. */
-function runModule(path: string): Promise<RunResult> {
+/**
+ * Files the pages show as YAML blocks headed by a `# <relative path>` comment, by path. Throws
+ * when two blocks give one path different contents.
+ */
+function declaredFiles(all: Snippet[]): Map<string, string> {
+  const files = new Map<string, string>()
+  for (const snippet of all) {
+    if (snippet.lang !== 'yaml') continue
+    const header = /^# ([\w./-]+\.ya?ml)\s*$/.exec(snippet.code.split('\n')[0] ?? '')
+    if (!header?.[1] || header[1].startsWith('/')) continue
+    const known = files.get(header[1])
+    if (known !== undefined && known !== snippet.code) {
+      throw new Error(`${snippet.file}:${snippet.line}: ${header[1]} differs from another page's`)
+    }
+    files.set(header[1], snippet.code)
+  }
+  return files
+}
+
+/** Runs a module file with `node --import tsx` in `cwd`, killing it after `SNIPPET_TIMEOUT_MS`. */
+function runModule(path: string, cwd: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--no-node-snapshot', '--import', 'tsx', path], {
-      cwd: repoRoot,
+      cwd,
       env: {
         ...process.env,
         FLOWCACHE_REDIS_URL: redisUrl(),
@@ -154,7 +208,17 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
 describe('extractSnippets', () => {
   it('finds fenced blocks with their language, flags and opening line', () => {
-    const page = ['# Title', '', '```ts fragment', 'const a = 1', '```', 'text', '```sh', 'ls', '```']
+    const page = [
+      '# Title',
+      '',
+      '```ts fragment',
+      'const a = 1',
+      '```',
+      'text',
+      '```sh',
+      'ls',
+      '```',
+    ]
     expect(extractSnippets(page.join('\n'), 'x.md')).toEqual([
       { file: 'x.md', line: 3, lang: 'ts', flags: ['fragment'], code: 'const a = 1' },
       { file: 'x.md', line: 7, lang: 'sh', flags: [], code: 'ls' },
@@ -170,24 +234,33 @@ const snippets = markdownFiles().flatMap((path) =>
   extractSnippets(readFileSync(path, 'utf8'), relative(repoRoot, path)),
 )
 const runnable = snippets.filter((snippet) => RUNNABLE.has(snippet.lang))
+const workDir = join(scratch, 'work')
+for (const [path, content] of declaredFiles(snippets)) {
+  mkdirSync(dirname(join(workDir, path)), { recursive: true })
+  writeFileSync(join(workDir, path), content)
+}
+mkdirSync(workDir, { recursive: true })
 
 describe.concurrent('docs snippets', () => {
   it('the docs contain runnable snippets', () => {
-    expect(runnable.filter((snippet) => !snippet.flags.includes('fragment')).length).toBeGreaterThan(
-      20,
-    )
+    expect(
+      runnable.filter((snippet) => !snippet.flags.includes('fragment')).length,
+    ).toBeGreaterThan(20)
   })
 
   for (const snippet of runnable) {
     const name = `${snippet.file}:${snippet.line}`
-    if (snippet.flags.includes('fragment')) {
-      it.skip(`${name} (fragment: shown in context, not run on its own)`, () => {})
+    const fragment = snippet.flags.indexOf('fragment')
+    if (fragment >= 0) {
+      const reason = snippet.flags.slice(fragment + 1).join(' ') || 'not meant to run on its own'
+      it.skip(`${name} (fragment: ${reason})`, () => {})
       continue
     }
     it(name, { timeout: SNIPPET_TIMEOUT_MS + 10_000 }, async () => {
       const path = join(scratch, `${name.replace(/[^a-zA-Z0-9]+/g, '_')}.mts`)
-      writeFileSync(path, rewriteImports(snippet.code))
-      const result = await runModule(path)
+      const isScript = snippet.flags.includes('script')
+      writeFileSync(path, isScript ? scriptModule(snippet.code) : rewriteImports(snippet.code))
+      const result = await runModule(path, workDir)
       expect(result.timedOut, `${name} did not finish within ${SNIPPET_TIMEOUT_MS} ms`).toBe(false)
       expect(result.code, `${name} failed:\n${result.output}`).toBe(0)
     })
