@@ -25,7 +25,7 @@
  *       Written to that path in the working directory of the snippets (shared by all pages), so
  *       the snippets that load it run on the very file the page shows; a flow file that does
  *       not load makes its snippet fail. Two blocks naming one path must have the same content.
- *   ```sh, other ```yaml, ```text, ```json and unlabelled blocks
+ *   ```sh, other ```yaml, ```text, ```json, other languages and unlabelled blocks
  *       Not executed: shell commands need a running server and change the machine, YAML and
  *       JSON blocks are configuration shown next to a snippet that loads it, and text blocks
  *       are output.
