@@ -25,6 +25,9 @@
  *       Written to that path in the working directory of the snippets (shared by all pages), so
  *       the snippets that load it run on the very file the page shows; a flow file that does
  *       not load makes its snippet fail. Two blocks naming one path must have the same content.
+ *   ```yaml holding a flow (a top-level `steps:` key)
+ *       Validated with the flow loader's `parseFlow` (of `@flowcache/server`), so a flow example
+ *       with a wrong field fails.
  *   ```sh, other ```yaml, ```text, ```json, other languages and unlabelled blocks
  *       Not executed: shell commands need a running server and change the machine, YAML and
  *       JSON blocks are configuration shown next to a snippet that loads it, and text blocks
@@ -148,6 +151,19 @@ function scriptModule(source: string): string {
   ].join('\n')
 }
 
+/** Whether a YAML block is a flow file: it has a top-level `steps:` key. */
+function isFlow(snippet: Snippet): boolean {
+  return snippet.lang === 'yaml' && /^steps:/m.test(snippet.code)
+}
+
+/** A module that validates a flow file's text with the flow loader. */
+function flowModule(snippet: Snippet): string {
+  return [
+    `import { parseFlow } from '@flowcache/server'`,
+    `parseFlow(${JSON.stringify(snippet.code)}, ${JSON.stringify(`${snippet.file}:${snippet.line}`)})`,
+  ].join('\n')
+}
+
 /** Result of running one snippet in a child process. */
 interface RunResult {
   code: number | null
@@ -233,7 +249,7 @@ describe('extractSnippets', () => {
 const snippets = markdownFiles().flatMap((path) =>
   extractSnippets(readFileSync(path, 'utf8'), relative(repoRoot, path)),
 )
-const runnable = snippets.filter((snippet) => RUNNABLE.has(snippet.lang))
+const runnable = snippets.filter((snippet) => RUNNABLE.has(snippet.lang) || isFlow(snippet))
 const workDir = join(scratch, 'work')
 for (const [path, content] of declaredFiles(snippets)) {
   mkdirSync(dirname(join(workDir, path)), { recursive: true })
@@ -259,7 +275,12 @@ describe.concurrent('docs snippets', () => {
     it(name, { timeout: SNIPPET_TIMEOUT_MS + 10_000 }, async () => {
       const path = join(scratch, `${name.replace(/[^a-zA-Z0-9]+/g, '_')}.mts`)
       const isScript = snippet.flags.includes('script')
-      writeFileSync(path, isScript ? scriptModule(snippet.code) : rewriteImports(snippet.code))
+      const code = isFlow(snippet)
+        ? flowModule(snippet)
+        : isScript
+          ? scriptModule(snippet.code)
+          : rewriteImports(snippet.code)
+      writeFileSync(path, code)
       const result = await runModule(path, workDir)
       expect(result.timedOut, `${name} did not finish within ${SNIPPET_TIMEOUT_MS} ms`).toBe(false)
       expect(result.code, `${name} failed:\n${result.output}`).toBe(0)
