@@ -3,20 +3,10 @@
  * message says what the field must be and what it got.
  */
 import { z } from 'zod'
-import { parseDuration } from '../flowcache.js'
+import { describeInput, durationSchema } from '../schema-text.js'
 
 /** The stores `cache.type` accepts. */
 export const CACHE_TYPES = ['memory', 'sqlite', 'redis', 'nats'] as const
-
-/** What a value is, for "got …" in messages. */
-export function describeInput(input: unknown): string {
-  if (input === null) return 'nothing (null)'
-  if (Array.isArray(input)) return 'a list'
-  if (typeof input === 'object') return 'a mapping'
-  if (typeof input === 'string') return `'${input.length > 40 ? `${input.slice(0, 40)}…` : input}'`
-  if (typeof input === 'number' || typeof input === 'boolean') return `${typeof input} ${input}`
-  return typeof input
-}
 
 /** An error function: `problem; got …`. */
 function expected(problem: string): (issue: { input?: unknown }) => string {
@@ -48,17 +38,7 @@ const text = z
   .min(1, { error: 'must not be empty' })
 
 /** A duration: ms as a number, or a string like '1h'; parsed to ms. */
-const duration = z.unknown().transform((input, ctx): number => {
-  try {
-    return parseDuration(input)
-  } catch {
-    ctx.addIssue({
-      code: 'custom',
-      message: `must be a duration like '1h' (milliseconds, or a string with units ms, s, m, h, d, w); got ${describeInput(input)}`,
-    })
-    return z.NEVER
-  }
-})
+const duration = durationSchema('1h')
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib)?$/i
 const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 * 1024 }

@@ -9,7 +9,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { isMap, isNode, isScalar, LineCounter, parseDocument, Scalar, type Document } from 'yaml'
 import { z } from 'zod'
-import { parseDuration } from '../flowcache.js'
+import { describeInput as describe, durationSchema as durationField } from '../schema-text.js'
 import { FlowValidationError, type FlowIssue } from './errors.js'
 import { parseKeyTemplate } from './key-template.js'
 import type { EventSource, FlowDefinition, HttpMethod, StepDefinition, Trigger } from './types.js'
@@ -26,16 +26,6 @@ const NAME_RULE =
   'must be 1-100 letters, digits, _, - or ., starting with a letter or digit (e.g. orders-sync)'
 
 const HTTP_METHODS: readonly HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE']
-
-/** What a value is, for "got …" in messages. */
-function describe(input: unknown): string {
-  if (input === null) return 'nothing (null)'
-  if (Array.isArray(input)) return 'a list'
-  if (typeof input === 'object') return 'a mapping'
-  if (typeof input === 'string') return `'${input.length > 40 ? `${input.slice(0, 40)}…` : input}'`
-  if (typeof input === 'number' || typeof input === 'boolean') return `${typeof input} ${input}`
-  return typeof input
-}
 
 /** An error function: "is required" for a missing field, else `problem; got …`. */
 function expected(problem: string): (issue: { input?: unknown }) => string {
@@ -59,22 +49,8 @@ const nameSchema = z
   .string({ error: expected('must be a string') })
   .regex(NAME, { error: NAME_RULE })
 
-/** A duration: ms as a number, or a string like '30s'; parsed to ms. */
-const durationSchema = z.unknown().transform((input, ctx): number => {
-  if (input === undefined) {
-    ctx.addIssue({ code: 'custom', message: "is required; e.g. '5m'" })
-    return z.NEVER
-  }
-  try {
-    return parseDuration(input)
-  } catch {
-    ctx.addIssue({
-      code: 'custom',
-      message: `must be a duration like '5m' (milliseconds, or a string with units ms, s, m, h, d, w); got ${describe(input)}`,
-    })
-    return z.NEVER
-  }
-})
+/** A duration: ms as a number, or a string like '5m'; parsed to ms. */
+const durationSchema = durationField('5m')
 
 const httpSchema = strict(
   {

@@ -31,6 +31,7 @@ import { ReloadGuard, type ReloadGuardStats, type ReloadOutcome } from './reload
 import { RouteTable, type RouteConflict } from './routes.js'
 import { Ticker, type Tick, type TickerStats } from './schedule.js'
 import { startSource, type EventOrigin, type SourceHandle, type SourceStats } from './sources.js'
+import { errorText as describe } from '../schema-text.js'
 
 /** Where the host gets its flows: a function, or an object with a `load()` method. */
 export type FlowLoader =
@@ -180,10 +181,6 @@ interface FlowState {
 }
 
 const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222'
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
-}
 
 function positiveInteger(value: unknown, name: string): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {

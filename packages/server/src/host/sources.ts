@@ -10,6 +10,7 @@ import { createInterface, type Interface } from 'node:readline'
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import type { EventSource } from '../flows/types.js'
 import type { Logger } from '../flowcache.js'
+import { errorText as describe } from '../schema-text.js'
 
 /** Counters of an event source. */
 export interface SourceStats {
@@ -79,10 +80,6 @@ export function toEvent(value: unknown, origin: EventOrigin): Record<string, unk
   const meta = event.meta
   const given = typeof meta === 'object' && meta !== null && !Array.isArray(meta) ? meta : {}
   return { ...event, meta: { ...given, ...origin } }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
 }
 
 /** Starts reading `source`; events go to `hooks.deliver`. */
