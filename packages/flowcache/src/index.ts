@@ -112,6 +112,7 @@ export type {
   InvalidationListener,
   LocalAccess,
   QuotaLimits,
+  QuotaUsage,
   Revision,
   Store,
   StoreCapabilities,

@@ -1189,7 +1189,15 @@ export class Cache {
       const limits: { maxEntries?: number; maxBytes?: number } = {}
       if (options.maxEntries !== undefined) limits.maxEntries = options.maxEntries
       if (options.maxBytes !== undefined) limits.maxBytes = options.maxBytes
-      store.setQuota(prefix, limits)
+      const recorded = store.setQuota(prefix, limits)
+      if (recorded instanceof Promise) {
+        recorded.catch((error: unknown) => {
+          core.logger.warn('flowcache: could not record a namespace quota in the store', {
+            prefix,
+            error: error instanceof Error ? error.message : String(error),
+          })
+        })
+      }
     }
     return new Cache(core, prefix, defaultTtlMs, [...this.#path, name])
   }

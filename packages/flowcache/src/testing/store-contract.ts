@@ -1274,7 +1274,7 @@ function quotaTests(test: Declare): void {
     const store = h.store
     if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
     const a = h.ns('a')
-    store.setQuota(a, { maxEntries: 3 })
+    await store.setQuota(a, { maxEntries: 3 })
     const keys = Array.from({ length: 6 }, (_, i) => h.user(a, `k${i}`))
     for (const key of keys) {
       await store.set(key, bytes('v'))
@@ -1291,7 +1291,7 @@ function quotaTests(test: Declare): void {
     const store = h.store
     if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
     const a = h.ns('a')
-    store.setQuota(a, { maxEntries: 3 })
+    await store.setQuota(a, { maxEntries: 3 })
     const [k0, k1, k2, k3] = ['k0', 'k1', 'k2', 'k3'].map((k) => h.user(a, k)) as [
       string,
       string,
@@ -1316,7 +1316,7 @@ function quotaTests(test: Declare): void {
     const store = h.store
     if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
     const a = h.ns('a')
-    store.setQuota(a, { maxEntries: 2 })
+    await store.setQuota(a, { maxEntries: 2 })
     const systemKeys = [
       h.system(a, KeyKind.lock, 'job'),
       h.system(a, KeyKind.lease, 'leader'),
@@ -1354,7 +1354,7 @@ function quotaTests(test: Declare): void {
       await store.set(key, bytes('other'))
       await h.tick()
     }
-    store.setQuota(a, { maxEntries: 1 })
+    await store.setQuota(a, { maxEntries: 1 })
     for (let i = 0; i < 5; i++) {
       await store.set(h.user(a, `k${i}`), bytes('v'))
       await h.tick()
@@ -1372,7 +1372,7 @@ function quotaTests(test: Declare): void {
     const sibling = h.user(ab, 'big')
     await store.set(bigSystem, filled(5 * maxBytes, 1))
     await store.set(sibling, filled(5 * maxBytes, 2))
-    store.setQuota(a, { maxBytes })
+    await store.setQuota(a, { maxBytes })
     const keys = Array.from({ length: 12 }, (_, i) => h.user(a, `e${i}`))
     const first = keys[0] as string
     for (const key of keys) {
@@ -1398,15 +1398,15 @@ function quotaTests(test: Declare): void {
     const store = h.store
     if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
     const a = h.ns('a')
-    store.setQuota(a, { maxEntries: 2 })
-    store.setQuota(a, { maxEntries: 4 })
+    await store.setQuota(a, { maxEntries: 2 })
+    await store.setQuota(a, { maxEntries: 4 })
     for (let i = 0; i < 4; i++) {
       await store.set(h.user(a, `k${i}`), bytes('v'))
       await h.tick()
     }
     assert.equal((await userKeysUnder(store, a)).length, 4, 'the raised maxEntries applies')
     // A quota given as maxBytes only has no entry limit left from the one it replaces.
-    store.setQuota(a, { maxBytes: 1_000_000 })
+    await store.setQuota(a, { maxBytes: 1_000_000 })
     for (let i = 4; i < 8; i++) {
       await store.set(h.user(a, `k${i}`), bytes('v'))
       await h.tick()
@@ -1553,7 +1553,7 @@ function statsTests(test: Declare): void {
       return new NotApplicable(`${store.name} has no quotas, so the suite cannot force an eviction`)
     }
     const a = h.ns('a')
-    store.setQuota(a, { maxEntries: 1 })
+    await store.setQuota(a, { maxEntries: 1 })
     const before = store.stats()
     for (let i = 0; i < 3; i++) {
       await store.set(h.user(a, `k${i}`), bytes('v'))

@@ -48,6 +48,16 @@ export interface QuotaLimits {
   maxBytes?: number
 }
 
+/** Usage of one namespace quota; see `Store.quotaUsage`. */
+export interface QuotaUsage {
+  /** User entries under the prefix now. */
+  entries: number
+  /** Encoded bytes of those entries now. */
+  bytes: number
+  /** Entries evicted to keep the prefix within its limits, since the quota was first set. */
+  evictions: number
+}
+
 /** Counters a store keeps about itself. */
 export interface StoreStats {
   /** Entries stored now (user and system). */
@@ -253,8 +263,18 @@ export interface Store {
   list(prefix: string, options?: StoreListOptions): AsyncIterable<string>
   /** Deletes every user entry whose key starts with `prefix`; system keys stay. Returns how many. */
   clear(prefix: string): Promise<number>
-  /** Sets or replaces the quota of user entries under `prefix`. Only when `capabilities.quotas`. */
-  setQuota?(prefix: string, limits: QuotaLimits): void
+  /**
+   * Sets or replaces the quota of user entries under `prefix`. Only when `capabilities.quotas`.
+   * Stores shared by several processes may record it asynchronously; until the promise settles
+   * the quota is enforced by this process's own writes at least.
+   */
+  setQuota?(prefix: string, limits: QuotaLimits): void | Promise<void>
+  /**
+   * What the user entries under a quota's `prefix` use now, as the store accounts them (shared by
+   * every process on a distributed store). Only when `capabilities.quotas`; `undefined` when no
+   * quota is set on `prefix`.
+   */
+  quotaUsage?(prefix: string): Promise<QuotaUsage | undefined>
   /** Expires due entries now (emulated TTL); the store also does it on its own schedule. */
   prune?(): Promise<number>
   /** Current counters. */
