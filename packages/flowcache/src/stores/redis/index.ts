@@ -21,7 +21,7 @@ import { Buffer } from 'node:buffer'
 import { performance } from 'node:perf_hooks'
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 
-import { incremented } from '../../core/checks.js'
+import { incremented, positiveInteger } from '../../core/checks.js'
 import { isUserKey } from '../../core/keyspace.js'
 import {
   ClosedError,
@@ -29,10 +29,13 @@ import {
   FlowcacheError,
   InvalidArgumentError,
   StoreUnavailableError,
+  ValueTooLargeError,
 } from '../../errors.js'
 import type { Codec } from '../../types/codec.js'
 import type {
   InvalidationBus,
+  QuotaLimits,
+  QuotaUsage,
   Revision,
   Store,
   StoreCapabilities,
@@ -51,16 +54,22 @@ import {
   counterKey,
   fromRedisKey,
   hashTagOf,
+  QUOTA_DIRECTORY,
+  quotaDefinitionsKey,
   scanPattern,
   toRedisKey,
 } from './keys.js'
 import { busChannel, RedisInvalidationBus } from './bus.js'
 import {
+  ADOPT,
   DELETE_MANY,
   FORGET_MANY,
   GET_MANY,
+  GET_TOUCH,
   INCREMENT,
+  QUOTA_USAGE,
   SET_MANY,
+  SET_QUOTA,
   WRITE,
   type LuaScript,
 } from './scripts.js'
@@ -134,6 +143,12 @@ const SCAN_COUNT = 1000
 const CAS_ATTEMPTS = 1000
 /** How often the offset to the Redis clock is measured again, in ms. */
 const CLOCK_SAMPLE_MS = 30_000
+/** How often a replica reads the quota directory again, in ms. */
+const QUOTA_REFRESH_MS = 10_000
+/** Evictions per script call when a quota is set or lowered, so one call never blocks for long. */
+const QUOTA_EVICTION_BUDGET = 1000
+/** Marks the error reply of a write that could never fit its quota (see scripts.ts). */
+const TOO_LARGE_MARK = 'FLOWCACHE_TOO_LARGE '
 
 const noop = (): void => undefined
 
@@ -303,6 +318,11 @@ export class RedisStore implements Store {
   /** Versions kept per user key ('0' = no log), as the scripts take it. */
   readonly #depth: string
   readonly #changes: boolean
+  /** Quotas set through this store: prefix → `<maxEntries> <maxBytes>`, passed to every script. */
+  readonly #localQuotas = new Map<string, string>()
+  /** Prefixes with a quota, set here or read from the directory: their reads refresh recency. */
+  readonly #knownQuotas = new Set<string>()
+  #quotaTimer: NodeJS.Timeout | undefined
 
   constructor(options: RedisStoreOptions = {}) {
     const depth = historyDepth(options.history, 0)
@@ -319,7 +339,7 @@ export class RedisStore implements Store {
       distributed: true,
       ttl: 'native',
       injectableClock: false,
-      quotas: false,
+      quotas: true,
       local: false,
       ...(depth > 0 ? { history: depth } : {}),
       ...(this.#changes ? { watch: 'shared' as const } : {}),
@@ -402,8 +422,22 @@ export class RedisStore implements Store {
 
   // ---- byte API -------------------------------------------------------------------------------
 
+  /**
+   * Reads one entry: one HMGET, or, for a user key under a quota this replica knows of, one
+   * script that also marks the key as recently used.
+   */
   async get(key: string): Promise<StoreEntry | undefined> {
     checkStoreKey(key)
+    if (this.#knownQuotas.size > 0 && this.#underQuota(key)) {
+      const reply = replyArray(
+        'get',
+        await this.#call('get', () =>
+          this.#eval(GET_TOUCH, [toRedisKey(key)], [...this.#quotaHead([key]), key], true),
+        ),
+      )
+      const field = (k: number): Buffer | null => bufferOrNull('get', reply[k] ?? null)
+      return toEntry(key, field(0), field(1), field(2))
+    }
     const fields = await this.#call('get', () =>
       this.#client.hmgetBuffer(toRedisKey(key), 'v', 'r', 'x'),
     )
@@ -417,12 +451,14 @@ export class RedisStore implements Store {
     await this.#call('getMany', () =>
       Promise.all(
         this.#batches(keys).map(async (batch) => {
+          const batchKeys = batch.map((i) => keys[i] as string)
+          const touch = this.#knownQuotas.size > 0 && batchKeys.some((k) => this.#underQuota(k))
           const reply = replyArray(
             'getMany',
             await this.#eval(
-              GET_MANY,
-              batch.map((i) => toRedisKey(keys[i] as string)),
-              [],
+              touch ? GET_TOUCH : GET_MANY,
+              batchKeys.map(toRedisKey),
+              touch ? [...this.#quotaHead(batchKeys), ...batchKeys] : [],
               true,
             ),
           )
@@ -454,7 +490,9 @@ export class RedisStore implements Store {
       Promise.all(
         this.#batches(keys).map(async (batch) => {
           const scriptKeys: string[] = []
-          const scriptArgs: Array<string | Buffer> = []
+          const scriptArgs: Array<string | Buffer> = [
+            ...this.#quotaHead(batch.map((i) => keys[i] as string)),
+          ]
           for (const index of batch) {
             const key = keys[index] as string
             scriptKeys.push(toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key))
@@ -499,7 +537,8 @@ export class RedisStore implements Store {
     checkStoreKey(key)
     const redisKey = toRedisKey(key)
     const expected = options?.expected
-    if (expected === undefined && !this.#tracked(key)) {
+    // A user key may count toward a quota (of this replica or another): a script forgets it.
+    if (expected === undefined && !isUserKey(key)) {
       return (await this.#call('delete', () => this.#client.unlink(redisKey))) > 0
     }
     if (expected !== undefined && typeof expected !== 'string') return false
@@ -507,7 +546,7 @@ export class RedisStore implements Store {
       this.#eval(
         DELETE_MANY,
         [redisKey, counterKey(hashTagOf(key)), historyKey(key)],
-        [expected ?? '', ...this.#trackArgs(key)],
+        [...this.#quotaHead([key]), expected ?? '', ...this.#trackArgs(key)],
       ),
     )
     return deleted === 1
@@ -516,7 +555,7 @@ export class RedisStore implements Store {
   async deleteMany(keys: readonly string[]): Promise<number> {
     for (const key of keys) checkStoreKey(key)
     if (keys.length === 0) return 0
-    const tracked = keys.some((key) => this.#tracked(key))
+    const tracked = keys.some((key) => isUserKey(key))
     const counts = await this.#call('deleteMany', () =>
       Promise.all(
         this.#batches(keys).map(async (batch) => {
@@ -527,7 +566,7 @@ export class RedisStore implements Store {
           const reply = await this.#eval(
             DELETE_MANY,
             unique.flatMap((key) => [toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key)]),
-            ['', ...unique.flatMap((key) => this.#trackArgs(key))],
+            [...this.#quotaHead(unique), '', ...unique.flatMap((key) => this.#trackArgs(key))],
           )
           if (typeof reply !== 'number') throw unexpectedReply('deleteMany', reply)
           return reply
@@ -556,7 +595,7 @@ export class RedisStore implements Store {
           this.#eval(
             INCREMENT,
             [toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key)],
-            [String(by), initial, ttl, ...this.#trackArgs(key)],
+            [...this.#quotaHead([key]), String(by), initial, ttl, ...this.#trackArgs(key)],
           ),
         ),
       )
@@ -611,17 +650,18 @@ export class RedisStore implements Store {
         }
         if (doomed.length === 0) continue
         // Through the main client, not the node: it follows a slot that moved since the SCAN.
-        // With history or changes on, a script drops each key's log and reports the delete.
-        const tracked = this.#depth !== '0' || this.#changes
+        // A script drops each key's log, reports the delete and stops counting it in its quotas.
         const counts = await this.#call('clear', () =>
           Promise.all(
             this.#batches(doomed).map(async (batch) => {
               const batchKeys = batch.map((i) => doomed[i] as string)
-              if (!tracked) return this.#client.unlink(...batchKeys.map(toRedisKey))
               const reply = await this.#eval(
                 FORGET_MANY,
                 batchKeys.flatMap((key) => [toRedisKey(key), historyKey(key)]),
-                batchKeys.flatMap((key) => [this.#trackArgs(key)[1], key]),
+                [
+                  ...this.#quotaHead(batchKeys),
+                  ...batchKeys.flatMap((key) => [this.#trackArgs(key)[1], key]),
+                ],
               )
               if (typeof reply !== 'number') throw unexpectedReply('clear', reply)
               return reply
@@ -632,6 +672,91 @@ export class RedisStore implements Store {
       } while (cursor !== '0')
     }
     return removed
+  }
+
+  /**
+   * Sets or replaces the quota of the user entries under `prefix` (a namespace prefix, or `''`
+   * for every user key) and enforces it at once. The definition is kept in Redis, so every
+   * replica enforces it, and each write script accounts and evicts atomically: concurrent
+   * writers overshoot `maxBytes` by at most the value being written. Entries written before the
+   * quota are found with SCAN and counted as the least recently used. On a Redis Cluster the
+   * prefix must name a first-level namespace or deeper (one hash slot). This replica enforces
+   * the quota from the moment of the call, before its registration reaches Redis.
+   */
+  setQuota(prefix: string, limits: QuotaLimits): Promise<void> {
+    this.#checkOpen()
+    scanPattern(prefix) // checks the alphabet
+    if (prefix !== '' && !prefix.endsWith('.')) {
+      throw InvalidArgumentError.format(
+        'prefix',
+        `of a quota must be a namespace prefix ending with "."; got ${JSON.stringify(prefix)}`,
+      )
+    }
+    const dots = prefix.split('.').length - 1
+    if (this.#client.isCluster && dots < 2) {
+      throw InvalidArgumentError.format(
+        'prefix',
+        `of a quota on Redis Cluster must name a namespace inside the root (one hash slot); got ${JSON.stringify(prefix)}: put the quota on a namespace`,
+      )
+    }
+    const maxEntries = positiveInteger(limits.maxEntries, 'maxEntries', Number.MAX_SAFE_INTEGER)
+    const maxBytes = positiveInteger(limits.maxBytes, 'maxBytes', Number.MAX_SAFE_INTEGER)
+    const def = `${maxEntries} ${maxBytes}`
+    this.#localQuotas.set(prefix, def)
+    this.#knownQuotas.add(prefix)
+    return this.#registerQuota(prefix, def)
+  }
+
+  async #registerQuota(prefix: string, def: string): Promise<void> {
+    const head = this.#quotaHead([prefix])
+    const enforce = async (): Promise<[number, number]> => {
+      const reply = replyArray(
+        'setQuota',
+        await this.#call('setQuota', () =>
+          this.#eval(
+            SET_QUOTA,
+            [quotaDefinitionsKey(prefix)],
+            [...head, prefix, String(QUOTA_EVICTION_BUDGET)],
+          ),
+        ),
+      )
+      const [adopted, evicted] = reply
+      if (typeof adopted !== 'number' || typeof evicted !== 'number') {
+        throw unexpectedReply('setQuota', reply)
+      }
+      return [adopted, evicted]
+    }
+    let [adopted, evicted] = await enforce()
+    // The directory lets other replicas learn of the quota, so that their reads refresh recency.
+    await this.#call('setQuota', () => this.#client.hset(QUOTA_DIRECTORY, prefix, def))
+    if (adopted === 0) {
+      await this.#adopt(prefix)
+      ;[adopted, evicted] = await enforce()
+    }
+    while (evicted >= QUOTA_EVICTION_BUDGET) [, evicted] = await enforce()
+  }
+
+  /**
+   * What the user entries under the quota on `prefix` use now, shared by every replica: entries
+   * and bytes as the scripts account them (expired entries dropped first), and evictions since
+   * the quota was first set. `undefined` when no quota is defined on `prefix`.
+   */
+  async quotaUsage(prefix: string): Promise<QuotaUsage | undefined> {
+    this.#checkOpen()
+    scanPattern(prefix)
+    const reply = await this.#call('quotaUsage', () =>
+      this.#eval(
+        QUOTA_USAGE,
+        [quotaDefinitionsKey(prefix)],
+        [...this.#quotaHead([prefix]), prefix],
+      ),
+    )
+    if (reply === null) return undefined
+    const [entries, bytes, evictions] = replyArray('quotaUsage', reply)
+    if (typeof entries !== 'number' || typeof bytes !== 'number' || typeof evictions !== 'number') {
+      throw unexpectedReply('quotaUsage', reply)
+    }
+    return { entries, bytes, evictions }
   }
 
   /**
@@ -686,9 +811,54 @@ export class RedisStore implements Store {
     return watch
   }
 
-  /** Whether writes of `key` are logged or published. */
-  #tracked(key: string): boolean {
-    return (this.#depth !== '0' || this.#changes) && isUserKey(key)
+  /** Whether a user key lies under a quota this replica knows of (its reads refresh recency). */
+  #underQuota(key: string): boolean {
+    if (!isUserKey(key)) return false
+    if (this.#knownQuotas.has('')) return true
+    let dot = key.indexOf('.')
+    while (dot !== -1) {
+      if (this.#knownQuotas.has(key.slice(0, dot + 1))) return true
+      dot = key.indexOf('.', dot + 1)
+    }
+    return false
+  }
+
+  /**
+   * The three arguments every quota-aware script starts with: the directory key (`''` on a
+   * Cluster, where a script cannot reach it), the quotas this replica set over `keys` (so that
+   * they are enforced before their registration lands, or after it was lost), and whether
+   * evictions are published as deletes.
+   */
+  #quotaHead(keys: readonly string[]): [string, string, string] {
+    let local = ''
+    if (this.#localQuotas.size > 0) {
+      const seen = new Set<string>()
+      const add = (prefix: string): void => {
+        const def = this.#localQuotas.get(prefix)
+        if (def === undefined || seen.has(prefix)) return
+        seen.add(prefix)
+        local += `${prefix}|${def};`
+      }
+      for (const key of keys) {
+        add('')
+        let dot = key.indexOf('.')
+        while (dot !== -1) {
+          add(key.slice(0, dot + 1))
+          dot = key.indexOf('.', dot + 1)
+        }
+      }
+    }
+    return [this.#client.isCluster ? '' : QUOTA_DIRECTORY, local, this.#changes ? '1' : '0']
+  }
+
+  /** Reads the quota directory, so that reads under quotas set by other replicas refresh recency. */
+  async #refreshQuotas(): Promise<void> {
+    try {
+      const prefixes = await this.#call('quotas', () => this.#client.hkeys(QUOTA_DIRECTORY))
+      for (const prefix of prefixes) this.#knownQuotas.add(prefix)
+    } catch {
+      // Best effort: the quotas known so far stay; enforcement never depends on this list.
+    }
   }
 
   /**
@@ -768,6 +938,7 @@ export class RedisStore implements Store {
     this.#closed = true
     this.#statusSince = Date.now()
     if (this.#clockTimer !== undefined) clearInterval(this.#clockTimer)
+    if (this.#quotaTimer !== undefined) clearInterval(this.#quotaTimer)
     for (const [event, listener] of this.#listeners) this.#client.off(event, listener)
     this.#readyWait?.reject(new ClosedError('the redis store was closed'))
     this.#readyWait = undefined
@@ -820,6 +991,11 @@ export class RedisStore implements Store {
     if (this.#clockTimer === undefined) {
       this.#clockTimer = setInterval(() => void this.#sampleClock(), CLOCK_SAMPLE_MS)
       this.#clockTimer.unref()
+    }
+    void this.#refreshQuotas()
+    if (this.#quotaTimer === undefined) {
+      this.#quotaTimer = setInterval(() => void this.#refreshQuotas(), QUOTA_REFRESH_MS)
+      this.#quotaTimer.unref()
     }
   }
 
@@ -949,6 +1125,9 @@ export class RedisStore implements Store {
   #translate(operation: string, error: unknown): FlowcacheError {
     if (error instanceof FlowcacheError) return error
     const message = messageOf(error)
+    const tooLarge = message.indexOf(TOO_LARGE_MARK)
+    if (tooLarge !== -1)
+      return new ValueTooLargeError(message.slice(tooLarge + TOO_LARGE_MARK.length))
     if (message.includes('WRONGTYPE')) {
       return new DecodeError(
         `redis ${operation}: a key of the flowcache keyspace holds another Redis type; it was not written by flowcache: delete it or use another key`,
@@ -996,7 +1175,7 @@ export class RedisStore implements Store {
       this.#eval(
         WRITE,
         [toRedisKey(key), counterKey(hashTagOf(key)), historyKey(key)],
-        [mode, expected, bytes, ttl, ...this.#trackArgs(key)],
+        [...this.#quotaHead([key]), mode, expected, bytes, ttl, ...this.#trackArgs(key)],
       ),
     )
     if (reply === null) return undefined
@@ -1065,6 +1244,29 @@ export class RedisStore implements Store {
       throw new StoreUnavailableError(`${this.#target} has no reachable master node`)
     }
     return masters
+  }
+
+  /**
+   * Counts the user entries under a new quota's prefix that were written before it (SCAN), then
+   * enforces it. Idempotent: keys counted already are skipped, so replicas may race on it.
+   */
+  async #adopt(prefix: string): Promise<void> {
+    const head = this.#quotaHead([prefix])
+    const run = (keys: string[], complete: boolean): Promise<unknown> =>
+      this.#call('setQuota', () =>
+        this.#eval(
+          ADOPT,
+          [quotaDefinitionsKey(prefix)],
+          [...head, prefix, complete ? '1' : '0', '0', ...keys],
+        ),
+      )
+    const pending: string[] = []
+    for await (const key of this.list(prefix)) {
+      if (!isUserKey(key)) continue
+      pending.push(key)
+      if (pending.length >= BATCH_SIZE) await run(pending.splice(0), false)
+    }
+    await run(pending, true)
   }
 
   async #sampleClock(): Promise<void> {

@@ -51,6 +51,23 @@ export function counterKey(tag: string): string {
   return `{${tag}}${COUNTER_SUFFIX}`
 }
 
+/**
+ * The quota directory: a HASH of every quota's prefix and limits (`<maxEntries> <maxBytes>`).
+ * Outside the keyspace (no braces), so never listed or cleared.
+ */
+export const QUOTA_DIRECTORY = 'flowcache#quotas'
+
+/**
+ * The HASH that defines the quota on `prefix` for the write scripts, next to its accounting:
+ * `{<tag>}#quotas` when the prefix fixes a hash tag (root and first namespace), else the
+ * directory (reachable by scripts on a single server only).
+ */
+export function quotaDefinitionsKey(prefix: string): string {
+  const first = prefix.indexOf('.')
+  if (first === -1 || prefix.indexOf('.', first + 1) === -1) return QUOTA_DIRECTORY
+  return `{${hashTagOf(prefix)}}#quotas`
+}
+
 /** The store key a Redis key stands for, or `undefined` for a key flowcache did not write. */
 export function fromRedisKey(redisKey: string): string | undefined {
   const close = redisKey.indexOf('}')

@@ -79,6 +79,190 @@ local function record(hkey, op, revision, value, x, depth, channel, storekey)
   end
 end
 
+-- Namespace quotas (see QUOTA in ./index.ts for the layout). A quota on prefix P is defined by
+-- the field P ('<maxEntries> <maxBytes>') of a definitions HASH: '{<tag>}#quotas' when P fixes
+-- the hash tag (two dots or more), else the store-wide directory (standalone Redis only). Its
+-- accounting lives next to that definition, in keys '<definitions>:<P>:' followed by 'size'
+-- (HASH store key -> bytes), 'lru' (ZSET store key -> access tick), 'exp' (ZSET store key ->
+-- deadline) and 'stat' (HASH bytes, evictions, tick). Scripts that take quotas start with three
+-- ARGV: the directory key ('' on a Cluster), the quotas this replica set ('P|def;' repeated, so
+-- enforcement never waits for their registration) and '1' when deletes are published.
+local quota_directory, quota_changes = '', false
+local quota_local, quota_defs = {}, {}
+
+local function quota_setup()
+  quota_directory = ARGV[1]
+  for prefix, def in string.gmatch(ARGV[2], '([^|;]*)|([^;]*);') do quota_local[prefix] = def end
+  quota_changes = ARGV[3] == '1'
+end
+
+local function is_user(storekey)
+  local leaf = string.match(storekey, '[^.]*$')
+  return string.sub(leaf, 1, 2) == 'k/'
+end
+
+-- The Redis key of a store key and its hash tag, as ./keys.ts maps them.
+local function redis_key(storekey)
+  local stop = #storekey + 1
+  local first = string.find(storekey, '.', 1, true)
+  if first then stop = string.find(storekey, '.', first + 1, true) or first end
+  local tag = string.sub(storekey, 1, stop - 1)
+  return '{' .. tag .. '}' .. string.sub(storekey, stop), tag
+end
+
+local function definitions_key(prefix)
+  local first = string.find(prefix, '.', 1, true)
+  local second = first and string.find(prefix, '.', first + 1, true)
+  if second then return '{' .. string.sub(prefix, 1, second - 1) .. '}#quotas' end
+  return quota_directory
+end
+
+-- The quota on exactly this prefix, or false. A definition this replica passed but Redis lacks
+-- (not registered yet, or lost with the data) is used and registered again.
+local function quota_on(prefix)
+  local known = quota_defs[prefix]
+  if known ~= nil then return known end
+  local defs = definitions_key(prefix)
+  local q = false
+  if defs ~= '' then
+    local def = redis.call('HGET', defs, prefix)
+    if not def and quota_local[prefix] then
+      def = quota_local[prefix]
+      redis.call('HSET', defs, prefix, def)
+    end
+    if def then
+      local entries, bytes = string.match(def, '^(%d+) (%d+)$')
+      if entries then
+        local base = defs .. ':' .. prefix .. ':'
+        q = { prefix = prefix, size = base .. 'size', lru = base .. 'lru', exp = base .. 'exp',
+          stat = base .. 'stat', max_entries = tonumber(entries), max_bytes = tonumber(bytes) }
+      end
+    end
+  end
+  quota_defs[prefix] = q
+  return q
+end
+
+-- The quotas a user key counts toward: the store-wide one ('') and one per namespace above it.
+local function quotas_of(storekey)
+  local found = {}
+  local q = quota_on('')
+  if q then found[#found + 1] = q end
+  local at = 0
+  while true do
+    local dot = string.find(storekey, '.', at + 1, true)
+    if not dot then break end
+    q = quota_on(string.sub(storekey, 1, dot))
+    if q then found[#found + 1] = q end
+    at = dot
+  end
+  return found
+end
+
+-- An error text when an entry of size bytes could never fit a quota of its key, else nil.
+local function too_large(storekey, size)
+  for _, q in ipairs(quotas_of(storekey)) do
+    if size > q.max_bytes then
+      return 'FLOWCACHE_TOO_LARGE entry needs ' .. size .. ' bytes but the quota of namespace ' ..
+        q.prefix .. ' (maxBytes) is ' .. fmt(q.max_bytes) .. '; raise the quota or store less'
+    end
+  end
+  return nil
+end
+
+local function quota_forget(q, storekey)
+  local size = redis.call('HGET', q.size, storekey)
+  redis.call('ZREM', q.lru, storekey)
+  redis.call('ZREM', q.exp, storekey)
+  if size then
+    redis.call('HDEL', q.size, storekey)
+    redis.call('HINCRBY', q.stat, 'bytes', -tonumber(size))
+  end
+end
+
+-- Stops counting a user key (deleted, cleared, evicted or expired) in every quota over it.
+local function unaccount(storekey)
+  for _, q in ipairs(quotas_of(storekey)) do quota_forget(q, storekey) end
+end
+
+local function quota_touch(q, storekey)
+  redis.call('ZADD', q.lru, 'XX', redis.call('HINCRBY', q.stat, 'tick', 1), storekey)
+end
+
+-- Counts a user key written with size bytes and deadline ('' or false for none) as the most
+-- recently used of every quota over it; adds those quotas to touched (by prefix).
+local function account(storekey, size, deadline, touched)
+  for _, q in ipairs(quotas_of(storekey)) do
+    local old = redis.call('HGET', q.size, storekey)
+    redis.call('HSET', q.size, storekey, size)
+    local delta = size - (tonumber(old) or 0)
+    if delta ~= 0 then redis.call('HINCRBY', q.stat, 'bytes', delta) end
+    redis.call('ZADD', q.lru, redis.call('HINCRBY', q.stat, 'tick', 1), storekey)
+    if deadline and deadline ~= '' then
+      redis.call('ZADD', q.exp, deadline, storekey)
+    else
+      redis.call('ZREM', q.exp, storekey)
+    end
+    touched[q.prefix] = q
+  end
+end
+
+-- Accounts a user entry that is in Redis already (written before its quota existed) as the
+-- least recently used; false when it is missing or counted already.
+local function adopt(q, storekey)
+  if redis.call('HEXISTS', q.size, storekey) == 1 then return false end
+  local key = redis_key(storekey)
+  local fields = redis.call('HMGET', key, 'r', 'x')
+  if not fields[1] then return false end
+  local size = redis.call('HSTRLEN', key, 'v') + #storekey
+  redis.call('HSET', q.size, storekey, size)
+  redis.call('HINCRBY', q.stat, 'bytes', size)
+  redis.call('ZADD', q.lru, 0, storekey)
+  if fields[2] then redis.call('ZADD', q.exp, fields[2], storekey) end
+  return true
+end
+
+local function over(q)
+  return redis.call('HLEN', q.size) > q.max_entries or
+    tonumber(redis.call('HGET', q.stat, 'bytes') or '0') > q.max_bytes
+end
+
+-- Stops counting up to 100 expired keys of q; returns how many. Redis expires entries itself
+-- (past the deadline they read as absent), so only the accounting is left to drop.
+local function drop_expired(q)
+  local due = redis.call('ZRANGEBYSCORE', q.exp, '-inf', '(' .. fmt(now_ms()), 'LIMIT', 0, 100)
+  for _, storekey in ipairs(due) do unaccount(storekey) end
+  return #due
+end
+
+-- Evicts least recently used user keys of q until it is within its limits, after dropping
+-- expired keys: a live key never goes while an expired one still counts. Each eviction deletes
+-- the entry and its version log and publishes a delete. Returns how many were evicted.
+local function enforce(q, budget)
+  local evicted = 0
+  while over(q) and (not budget or evicted < budget) do
+    if drop_expired(q) == 0 then
+      local victim = redis.call('ZRANGE', q.lru, 0, 0)[1]
+      if not victim then break end
+      unaccount(victim)
+      local key, tag = redis_key(victim)
+      if redis.call('DEL', key) == 1 then
+        redis.call('DEL', key .. '#h')
+        evicted = evicted + 1
+        if quota_changes then
+          redis.call('PUBLISH', 'flowcache:w:' .. tag, 'delete||' .. fmt(now_ms()) .. '|' .. victim)
+        end
+      end
+    end
+  end
+  if evicted > 0 then redis.call('HINCRBY', q.stat, 'evictions', evicted) end
+  return evicted
+end
+
+local function enforce_all(touched)
+  for _, q in pairs(touched) do enforce(q) end
+end
+
 -- Replaces whatever is at key (fields, TTL, even another type) with a fresh entry.
 -- ttl is '' for no expiry or a positive integer of ms.
 local function put(key, value, revision, ttl)
@@ -99,16 +283,25 @@ function script(name: string, body: string): LuaScript {
 }
 
 /**
- * One conditional write. KEYS: entry, counter, version log. ARGV: mode (`set`, `create`, `cas`),
- * expected revision (`cas`), value, ttl (`''`, ms, or `keep` to keep the entry's deadline, with
- * `cas`), history depth, change channel, store key (see `record`). Returns the new revision, or
- * nil when the condition failed. Redis expires lazily on access, so an expired entry is absent.
+ * One conditional write. KEYS: entry, counter, version log. ARGV: the three quota arguments (see
+ * `quota_setup`), mode (`set`, `create`, `cas`), expected revision (`cas`), value, ttl (`''`, ms,
+ * or `keep` to keep the entry's deadline, with `cas`), history depth, change channel, store key
+ * (see `record`). Returns the new revision, or nil when the condition failed; an error reply
+ * `FLOWCACHE_TOO_LARGE …` when the entry alone exceeds a quota's maxBytes. A user entry counts
+ * toward the quotas over it, which evict their least recently used keys when over.
  */
 export const WRITE = script(
   'write',
   `
+quota_setup()
 local key, counter = KEYS[1], KEYS[2]
-local mode, expected, value, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local mode, expected, value, ttl = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local storekey = ARGV[10]
+local user = is_user(storekey)
+if user then
+  local refused = too_large(storekey, #value + #storekey)
+  if refused then return redis.error_reply(refused) end
+end
 if mode == 'create' then
   if redis.call('EXISTS', key) == 1 then return false end
 elseif mode == 'cas' then
@@ -120,8 +313,13 @@ if ttl == 'keep' then
 else
   put(key, value, revision, ttl)
 end
-if ARGV[5] ~= '0' or ARGV[6] ~= '' then
-  record(KEYS[3], 'set', revision, value, redis.call('HGET', key, 'x'), ARGV[5], ARGV[6], ARGV[7])
+if ARGV[8] ~= '0' or ARGV[9] ~= '' then
+  record(KEYS[3], 'set', revision, value, redis.call('HGET', key, 'x'), ARGV[8], ARGV[9], storekey)
+end
+if user then
+  local touched = {}
+  account(storekey, #value + #storekey, redis.call('HGET', key, 'x'), touched)
+  enforce_all(touched)
 end
 return revision
 `,
@@ -129,38 +327,55 @@ return revision
 
 /**
  * Unconditional writes of many entries. KEYS: entry1, counter1, log1, entry2, counter2, log2, …
- * ARGV: per entry its value, ttl, history depth, change channel and store key.
- * Returns the revisions in order.
+ * ARGV: the three quota arguments, then per entry its value, ttl, history depth, change channel
+ * and store key. Returns the revisions in order. Quotas are enforced once, after every write.
  */
 export const SET_MANY = script(
   'setMany',
   `
+quota_setup()
+local n = #KEYS / 3
+for i = 1, n do
+  local a = 5 * i - 1
+  local storekey = ARGV[a + 4]
+  if is_user(storekey) then
+    local refused = too_large(storekey, #ARGV[a] + #storekey)
+    if refused then return redis.error_reply(refused) end
+  end
+end
 local revisions = {}
-for i = 1, #KEYS / 3 do
-  local k, a = 3 * i - 2, 5 * i - 4
+local touched = {}
+for i = 1, n do
+  local k, a = 3 * i - 2, 5 * i - 1
   local revision = fmt(reserve(KEYS[k + 1], 1))
   put(KEYS[k], ARGV[a], revision, ARGV[a + 1])
   if ARGV[a + 2] ~= '0' or ARGV[a + 3] ~= '' then
     record(KEYS[k + 2], 'set', revision, ARGV[a], redis.call('HGET', KEYS[k], 'x'), ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   end
+  if is_user(ARGV[a + 4]) then
+    account(ARGV[a + 4], #ARGV[a] + #ARGV[a + 4], redis.call('HGET', KEYS[k], 'x'), touched)
+  end
   revisions[#revisions + 1] = revision
 end
+enforce_all(touched)
 return revisions
 `,
 )
 
 /**
  * Deletes entries, leaving a delete marker in their log. KEYS: entry1, counter1, log1, …
- * ARGV: expected revision (`''` = any), then per entry its history depth, change channel and
- * store key. Returns how many entries existed (and were deleted).
+ * ARGV: the three quota arguments, expected revision (`''` = any), then per entry its history
+ * depth, change channel and store key. Returns how many entries existed (and were deleted).
+ * A deleted user key stops counting toward its quotas.
  */
 export const DELETE_MANY = script(
   'deleteMany',
   `
-local expected = ARGV[1]
+quota_setup()
+local expected = ARGV[4]
 local deleted = 0
 for i = 1, #KEYS / 3 do
-  local k, a = 3 * i - 2, 3 * i - 1
+  local k, a = 3 * i - 2, 3 * i + 2
   local current = redis.call('HGET', KEYS[k], 'r')
   if current and (expected == '' or current == expected) then
     redis.call('DEL', KEYS[k])
@@ -168,6 +383,10 @@ for i = 1, #KEYS / 3 do
     if ARGV[a] ~= '0' or ARGV[a + 1] ~= '' then
       record(KEYS[k + 2], 'delete', fmt(reserve(KEYS[k + 1], 1)), nil, nil, ARGV[a], ARGV[a + 1], ARGV[a + 2])
     end
+    if is_user(ARGV[a + 2]) then unaccount(ARGV[a + 2]) end
+  elseif not current and expected == '' and is_user(ARGV[a + 2]) then
+    -- Gone already (expired): it stops counting now rather than at the next enforcement.
+    unaccount(ARGV[a + 2])
   end
 end
 return deleted
@@ -176,21 +395,24 @@ return deleted
 
 /**
  * Deletes entries and their version logs (`clear`). KEYS: entry1, log1, entry2, log2, …
- * ARGV: per entry its change channel and store key. Returns how many entries existed.
+ * ARGV: the three quota arguments, then per entry its change channel and store key. Returns how
+ * many entries existed. The keys stop counting toward their quotas.
  */
 export const FORGET_MANY = script(
   'forgetMany',
   `
+quota_setup()
 local deleted = 0
 for i = 1, #KEYS / 2 do
-  local k = 2 * i - 1
+  local k, a = 2 * i - 1, 2 * i + 2
   if redis.call('DEL', KEYS[k]) == 1 then
     deleted = deleted + 1
-    if ARGV[k] ~= '' then
-      redis.call('PUBLISH', ARGV[k], 'delete||' .. fmt(now_ms()) .. '|' .. ARGV[k + 1])
+    if ARGV[a] ~= '' then
+      redis.call('PUBLISH', ARGV[a], 'delete||' .. fmt(now_ms()) .. '|' .. ARGV[a + 1])
     end
   end
   redis.call('DEL', KEYS[k + 1])
+  if is_user(ARGV[a + 1]) then unaccount(ARGV[a + 1]) end
 end
 return deleted
 `,
@@ -212,9 +434,93 @@ return out
 )
 
 /**
- * Adds to a number stored as JSON text. KEYS: entry, counter, version log. ARGV: by (JS number
- * text), the encoded value of `by` for a missing entry, ttl for a missing entry ('' or ms),
- * history depth, change channel, store key.
+ * Reads entries under a quota and marks each hit as the most recently used key of its quotas
+ * (LRU). KEYS: the entries. ARGV: the three quota arguments, then the store keys. Returns
+ * `v, r, x` per key like {@link GET_MANY}.
+ */
+export const GET_TOUCH = script(
+  'getTouch',
+  `
+quota_setup()
+local out = {}
+for i = 1, #KEYS do
+  local fields = redis.call('HMGET', KEYS[i], 'v', 'r', 'x')
+  out[#out + 1] = fields[1]
+  out[#out + 1] = fields[2]
+  out[#out + 1] = fields[3]
+  local storekey = ARGV[3 + i]
+  if fields[2] and is_user(storekey) then
+    for _, q in ipairs(quotas_of(storekey)) do quota_touch(q, storekey) end
+  end
+end
+return out
+`,
+)
+
+/**
+ * Records a quota and enforces it. KEYS: none. ARGV: the three quota arguments (the second one
+ * holds the definition), the prefix, and a budget of evictions. Returns `{adopted, evicted}`:
+ * adopted = 1 when the quota's existing keys were counted already, 0 when the caller must count
+ * them (with ADOPT), and how many keys it evicted (at most the budget; call again while equal).
+ */
+export const SET_QUOTA = script(
+  'setQuota',
+  `
+quota_setup()
+local prefix = ARGV[4]
+local def = quota_local[prefix]
+local defs = definitions_key(prefix)
+if not def or defs == '' then return redis.error_reply('FLOWCACHE_QUOTA no definition') end
+redis.call('HSET', defs, prefix, def)
+local q = quota_on(prefix)
+local adopted = redis.call('HGET', q.stat, 'adopted') and 1 or 0
+local evicted = 0
+if adopted == 1 then evicted = enforce(q, tonumber(ARGV[5])) end
+return { adopted, evicted }
+`,
+)
+
+/**
+ * Counts user entries that existed before their quota (found by SCAN) as its least recently used
+ * keys. ARGV: the three quota arguments, the prefix, '1' when the SCAN is complete (then the
+ * quota is marked adopted and enforced), the budget of evictions, then the store keys.
+ * Returns how many keys it evicted.
+ */
+export const ADOPT = script(
+  'adopt',
+  `
+quota_setup()
+local q = quota_on(ARGV[4])
+if not q then return 0 end
+for i = 7, #ARGV do
+  if string.sub(ARGV[i], 1, #q.prefix) == q.prefix and is_user(ARGV[i]) then adopt(q, ARGV[i]) end
+end
+if ARGV[5] ~= '1' then return 0 end
+redis.call('HSET', q.stat, 'adopted', '1')
+return enforce(q, tonumber(ARGV[6]))
+`,
+)
+
+/**
+ * What a quota uses now, expired keys dropped first. ARGV: the three quota arguments, the prefix.
+ * Returns `{entries, bytes, evictions}`, or nil when no quota is defined on the prefix.
+ */
+export const QUOTA_USAGE = script(
+  'quotaUsage',
+  `
+quota_setup()
+local q = quota_on(ARGV[4])
+if not q then return false end
+while drop_expired(q) > 0 do end
+local stat = redis.call('HMGET', q.stat, 'bytes', 'evictions')
+return { redis.call('HLEN', q.size), tonumber(stat[1] or '0'), tonumber(stat[2] or '0') }
+`,
+)
+
+/**
+ * Adds to a number stored as JSON text. KEYS: entry, counter, version log. ARGV: the three quota
+ * arguments, by (JS number text), the encoded value of `by` for a missing entry, ttl for a
+ * missing entry ('' or ms), history depth, change channel, store key.
  * Returns `{'new'}` when it created the entry, `{'sum', text}` with the new JSON text, or
  * `{'codec'}` when the stored text is not a plain JSON number or the sum is not finite: the
  * caller then decides with its codec (tagged numbers, NaN, or not a number at all).
@@ -262,27 +568,44 @@ local function number_text(x)
   return string.format('%.17g', x)
 end
 
+quota_setup()
 local key, counter = KEYS[1], KEYS[2]
-local tracked = ARGV[4] ~= '0' or ARGV[5] ~= ''
+local by, initial, ttl, depth, channel, storekey = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local tracked = depth ~= '0' or channel ~= ''
+local user = is_user(storekey)
 local current = redis.call('HGET', key, 'v')
 if not current then
+  if user then
+    local refused = too_large(storekey, #initial + #storekey)
+    if refused then return redis.error_reply(refused) end
+  end
   local revision = fmt(reserve(counter, 1))
-  put(key, ARGV[2], revision, ARGV[3])
+  put(key, initial, revision, ttl)
   if tracked then
-    record(KEYS[3], 'set', revision, ARGV[2], redis.call('HGET', key, 'x'), ARGV[4], ARGV[5], ARGV[6])
+    record(KEYS[3], 'set', revision, initial, redis.call('HGET', key, 'x'), depth, channel, storekey)
+  end
+  if user then
+    local touched = {}
+    account(storekey, #initial + #storekey, redis.call('HGET', key, 'x'), touched)
+    enforce_all(touched)
   end
   return {'new'}
 end
 local n = json_number(current)
 if n == nil then return {'codec'} end
-local sum = n + tonumber(ARGV[1])
+local sum = n + tonumber(by)
 if sum ~= sum or sum == math.huge or sum == -math.huge then return {'codec'} end
 local text = number_text(sum)
 -- HSET keeps the key's TTL and its 'x' field: an existing counter keeps its deadline.
 local revision = fmt(reserve(counter, 1))
 redis.call('HSET', key, 'v', text, 'r', revision)
 if tracked then
-  record(KEYS[3], 'set', revision, text, redis.call('HGET', key, 'x'), ARGV[4], ARGV[5], ARGV[6])
+  record(KEYS[3], 'set', revision, text, redis.call('HGET', key, 'x'), depth, channel, storekey)
+end
+if user then
+  local touched = {}
+  account(storekey, #text + #storekey, redis.call('HGET', key, 'x'), touched)
+  enforce_all(touched)
 end
 return {'sum', text}
 `,
