@@ -144,7 +144,7 @@ const CAS_ATTEMPTS = 1000
 /** How often the offset to the Redis clock is measured again, in ms. */
 const CLOCK_SAMPLE_MS = 30_000
 /** How often a replica reads the quota directory again, in ms. */
-const QUOTA_REFRESH_MS = 10_000
+const QUOTA_REFRESH_MS = 5_000
 /** Evictions per script call when a quota is set or lowered, so one call never blocks for long. */
 const QUOTA_EVICTION_BUDGET = 1000
 /** Marks the error reply of a write that could never fit its quota (see scripts.ts). */
