@@ -11,6 +11,10 @@
  *   The native expiry is set to the same deadline (PEXPIREAT), so Redis expires entries itself.
  * - `{<tag>}#revision` is the revision counter of a hash tag: a STRING that expires an hour after
  *   it was (re)started and then restarts above every revision it gave out (see ./scripts.ts).
+ * - Namespace quotas: `{<tag>}#quotas` holds the definitions (prefix → limits) and
+ *   `{<tag>}#quotas:<prefix>:size|lru|exp|stat` the accounting of each, updated and enforced by
+ *   the write scripts; `flowcache#quotas` lists every quota (and, on a single server, defines
+ *   those above a first-level namespace). See `setQuota` and the quota helpers in ./scripts.ts.
  *
  * Needs Redis 5.0 or later. Writes are Lua scripts (EVALSHA); `list` and `clear` use SCAN with
  * MATCH on every master, never KEYS or FLUSHDB. Every call fails within `commandTimeoutMs` with
