@@ -25,9 +25,10 @@
  *       `{ data: { id: 42, customer: 'c-7', total: 1200 } }`. It passes when the run resolves
  *       (with the event or `null`); a script error or a wrong result fails it.
  *   ```ts fragment (or any language followed by `fragment`)
- *       A fragment that cannot run on its own (it needs a platform, a package flowcache does not
- *       install, or a test runner). It is listed as a skipped test whose name gives the reason,
- *       so fragments stay visible. Keep these rare: prefer adding the setup lines.
+ *       A fragment that cannot run on its own (it needs a platform, or a package that cannot be
+ *       installed next to flowcache's dependencies). It is listed as a skipped test whose name
+ *       gives the reason, so fragments stay visible. Keep these rare: prefer adding the setup
+ *       lines, or a deployment the test starts (see `REDIS_SENTINELS` above).
  *   ```yaml whose first line is a `# <relative path>` comment (e.g. `# flows/orders.yaml`)
  *       Written to that path in the working directory of the snippets (shared by all pages), so
  *       the snippets that load it run on the very file the page shows; a flow file that does
