@@ -164,6 +164,21 @@ describe('data commands with flowcache.yaml', { timeout: 120_000 }, () => {
   })
 })
 
+describe('flowcache doctor next to a flowcache.yaml', { timeout: 60_000 }, () => {
+  it('checks --store alone and does not read the file', async () => {
+    const project = join(dir, 'doctor')
+    await mkdir(project, { recursive: true })
+    await writeFile(join(project, 'flowcache.yaml'), 'cache:\n  type: mysql\n')
+    const result = await cli(['doctor', '--store', `sqlite:${join(project, 'd.db')}`, '--json'], {
+      cwd: project,
+    })
+    expect(result.code).toBe(0)
+    expect(JSON.parse(result.stdout).checks).toContainEqual(
+      expect.objectContaining({ name: 'store probe', status: 'pass' }),
+    )
+  })
+})
+
 describe('flowcache run --connections', { timeout: 90_000 }, () => {
   let flowFile: string
   beforeAll(async () => {

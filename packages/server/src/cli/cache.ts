@@ -30,9 +30,10 @@ export interface CacheCommandOptions {
   store?: string
   /**
    * `--config`: the `flowcache.yaml` to read the cache settings from. A file asked for (here or
-   * in `FLOWCACHE_CONFIG`) must exist. @default ./flowcache.yaml (or .yml) when it exists
+   * in `FLOWCACHE_CONFIG`) must exist. `false` reads no file (`doctor` checks `--store` alone).
+   * @default ./flowcache.yaml (or .yml) when it exists
    */
-  config?: string
+  config?: string | false
   /**
    * `--namespace`: namespace names from the root, separated by `/`, e.g.
    * `tenant:acme/flow:orders` (the namespace of the flow `orders` of the tenant `acme`).
@@ -84,13 +85,14 @@ export interface CacheCommandEnv {
 
 /**
  * Whether a command reads a configuration file: `--config` was given, `FLOWCACHE_CONFIG` is
- * set, or `flowcache.yaml` (or `.yml`) exists in `cwd`.
+ * set, or `flowcache.yaml` (or `.yml`) exists in `cwd`; never with `config: false`.
  */
 export function usesConfigFile(
   options: Pick<CacheCommandOptions, 'config'>,
   env: Record<string, string | undefined>,
   cwd: string,
 ): boolean {
+  if (options.config === false) return false
   if (options.config !== undefined) return true
   if (env.FLOWCACHE_CONFIG !== undefined && env.FLOWCACHE_CONFIG !== '') return true
   return CONFIG_FILE_NAMES.some((name) => existsSync(resolve(cwd, name)))
@@ -107,7 +109,7 @@ async function commandConfig(
   cwd: string,
 ): Promise<ResolvedConfig> {
   const config = await loadConfig({
-    ...(options.config === undefined ? {} : { file: options.config }),
+    ...(typeof options.config === 'string' ? { file: options.config } : {}),
     env,
     cwd,
     overrides: options.store === undefined ? [] : storeOverrides(options.store),
