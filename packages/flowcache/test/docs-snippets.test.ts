@@ -11,16 +11,24 @@
  *       executed with `node --import tsx` against the real Redis and NATS JetStream servers of
  *       this test run (their URLs are passed as `FLOWCACHE_REDIS_URL` / `FLOWCACHE_NATS_URL`).
  *       The block passes when the process exits with code 0 within the time limit; a snippet
- *       checks its own claims with `node:assert`.
+ *       checks its own claims with `node:assert`. `REDIS_URL` is the test run's Redis too.
+ *       Deployments a page shows are started for the run only when a block uses their variable:
+ *       `REDIS_SENTINELS` (a master and a Sentinel watching it as `mymaster`, `host:port`) and
+ *       `REDIS_CLUSTER_NODES` (a private three-master Redis Cluster, `host:port,…`).
+ *   ```ts vitest
+ *       A vitest test file: written as `<name>.test.mts` (imports rewritten as above) into a
+ *       folder of its own with a minimal vitest config, and run with `vitest run` in a child
+ *       process. It passes when vitest exits with code 0, that is when every test in it passed.
  *   ```js script
  *       A flow step script: run once in the flow host's sandbox (`createSandbox` of
  *       `@flowcache/server`) with `ctx.cache` on a fresh memory cache and the event
  *       `{ data: { id: 42, customer: 'c-7', total: 1200 } }`. It passes when the run resolves
  *       (with the event or `null`); a script error or a wrong result fails it.
  *   ```ts fragment (or any language followed by `fragment`)
- *       A fragment that cannot run on its own (it needs a platform, a package flowcache does not
- *       install, or a test runner). It is listed as a skipped test whose name gives the reason,
- *       so fragments stay visible. Keep these rare: prefer adding the setup lines.
+ *       A fragment that cannot run on its own (it needs a platform, or a package that cannot be
+ *       installed next to flowcache's dependencies). It is listed as a skipped test whose name
+ *       gives the reason, so fragments stay visible. Keep these rare: prefer adding the setup
+ *       lines, or a deployment the test starts (see `REDIS_SENTINELS` above).
  *   ```yaml whose first line is a `# <relative path>` comment (e.g. `# flows/orders.yaml`)
  *       Written to that path in the working directory of the snippets (shared by all pages), so
  *       the snippets that load it run on the very file the page shows; a flow file that does
@@ -40,7 +48,9 @@ import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startRedisSentinel, type RedisSentinelHandle } from './helpers/sentinel.js'
+import { startRedisCluster, type RedisClusterHandle } from './helpers/servers.js'
 import { natsUrl, redisUrl } from './helpers/services.js'
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -190,15 +200,23 @@ function declaredFiles(all: Snippet[]): Map<string, string> {
   return files
 }
 
-/** Runs a module file with `node --import tsx` in `cwd`, killing it after `SNIPPET_TIMEOUT_MS`. */
-function runModule(path: string, cwd: string): Promise<RunResult> {
+/** Environment variables of the deployments started for this run (see the file comment). */
+const deploymentEnv: Record<string, string> = {}
+
+/**
+ * Runs `args` with this Node in `cwd` (a module with `--import tsx`, or vitest), with the
+ * servers of this run in the environment, killing it after `SNIPPET_TIMEOUT_MS`.
+ */
+function runNode(args: string[], cwd: string): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--no-node-snapshot', '--import', 'tsx', path], {
+    const child = spawn(process.execPath, args, {
       cwd,
       env: {
         ...process.env,
         FLOWCACHE_REDIS_URL: redisUrl(),
         FLOWCACHE_NATS_URL: natsUrl(),
+        REDIS_URL: redisUrl(),
+        ...deploymentEnv,
         NODE_NO_WARNINGS: '1',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -217,6 +235,29 @@ function runModule(path: string, cwd: string): Promise<RunResult> {
       resolve({ code, output, timedOut })
     })
   })
+}
+
+/** Runs a module file with `node --import tsx` in `cwd`. */
+function runModule(path: string, cwd: string): Promise<RunResult> {
+  return runNode(['--no-node-snapshot', '--import', 'tsx', path], cwd)
+}
+
+/** vitest's command-line entry. */
+const vitestBin = join(repoRoot, 'node_modules', 'vitest', 'vitest.mjs')
+
+/**
+ * Writes `code` as a vitest test file into `dir` with a config of its own (so the repository's
+ * projects are not picked up) and runs `vitest run` there.
+ */
+function runVitestFile(code: string, dir: string): Promise<RunResult> {
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'snippet.test.mts'), code)
+  const config = join(dir, 'vitest.config.mts')
+  writeFileSync(
+    config,
+    `export default { test: { include: ['snippet.test.mts'], watch: false, reporters: ['dot'] } }\n`,
+  )
+  return runNode([vitestBin, 'run', '--config', config, '--root', dir], dir)
 }
 
 const scratch = mkdtempSync(join(repoRoot, '.docs-snippets-'))
@@ -257,6 +298,33 @@ for (const [path, content] of declaredFiles(snippets)) {
 }
 mkdirSync(workDir, { recursive: true })
 
+/** Whether a block that runs reads the environment variable `name`. */
+function used(name: string): boolean {
+  return runnable.some(
+    (snippet) => !snippet.flags.includes('fragment') && snippet.code.includes(name),
+  )
+}
+
+let sentinel: RedisSentinelHandle | undefined
+let cluster: RedisClusterHandle | undefined
+beforeAll(async () => {
+  const [sentinelStarted, clusterStarted] = await Promise.all([
+    used('REDIS_SENTINELS') ? startRedisSentinel() : undefined,
+    used('REDIS_CLUSTER_NODES') ? startRedisCluster({ nodes: 3 }) : undefined,
+  ])
+  sentinel = sentinelStarted
+  cluster = clusterStarted
+  if (sentinel) {
+    deploymentEnv.REDIS_SENTINELS = sentinel.sentinels.map((s) => `${s.host}:${s.port}`).join(',')
+  }
+  if (cluster) {
+    deploymentEnv.REDIS_CLUSTER_NODES = cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')
+  }
+}, 120_000)
+afterAll(async () => {
+  await Promise.all([sentinel?.stop(), cluster?.stop()])
+})
+
 describe.concurrent('docs snippets', () => {
   it('the docs contain runnable snippets', () => {
     expect(
@@ -273,7 +341,16 @@ describe.concurrent('docs snippets', () => {
       continue
     }
     it(name, { timeout: SNIPPET_TIMEOUT_MS + 10_000 }, async () => {
-      const path = join(scratch, `${name.replace(/[^a-zA-Z0-9]+/g, '_')}.mts`)
+      const base = name.replace(/[^a-zA-Z0-9]+/g, '_')
+      if (snippet.flags.includes('vitest')) {
+        const result = await runVitestFile(rewriteImports(snippet.code), join(scratch, base))
+        expect(result.timedOut, `${name} did not finish within ${SNIPPET_TIMEOUT_MS} ms`).toBe(
+          false,
+        )
+        expect(result.code, `${name} failed:\n${result.output}`).toBe(0)
+        return
+      }
+      const path = join(scratch, `${base}.mts`)
       const isScript = snippet.flags.includes('script')
       const code = isFlow(snippet)
         ? flowModule(snippet)

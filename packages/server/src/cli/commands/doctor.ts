@@ -477,7 +477,7 @@ export async function runDoctor(spec: string): Promise<DoctorCheck[]> {
   }
   let opened: CommandCache
   try {
-    opened = await cacheForCommand({ store: spec })
+    opened = await cacheForCommand({ store: spec, config: false })
   } catch (error) {
     checks.push(
       check(

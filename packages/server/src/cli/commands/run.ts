@@ -1,6 +1,7 @@
 /**
  * `flowcache run <flow.yaml> --event <json|@file|->`: runs one flow file once on one event and
- * prints the result with each step's cache outcome.
+ * prints the result with each step's cache outcome. `--connections <file>` gives the flow's
+ * scripts the connections file a flow host would (`ctx.connections`).
  */
 import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
@@ -8,6 +9,9 @@ import { FlowcacheError } from '../../flowcache.js'
 import { FlowStepError, FlowValidationError } from '../../flows/errors.js'
 import { loadFlowFile } from '../../flows/loader.js'
 import { FlowRunner } from '../../flows/runner.js'
+import { parseConnections, type Connections } from '../../host/from-dir.js'
+import { fileResource } from '../../resources/file.js'
+import type { RefreshingResource } from '../../resources/refreshing.js'
 import type { FlowRunResult, StepReport } from '../../flows/types.js'
 import { ExitCode, UsageError, type CliIo } from '../io.js'
 import { openCache, STORE_SPEC_HELP } from '../stores.js'
@@ -17,6 +21,12 @@ import { formatMs, table } from '../table.js'
 export interface RunCommandOptions {
   event?: string
   store: string
+  /**
+   * `--connections`: a YAML (or `.json`) mapping of connection names to their settings, as the
+   * flow host's `connectionsFile`; the flow sees the entries it declares as `ctx.connections`.
+   * @default none: a flow that declares connections fails with `E_CONNECTION_MISSING`
+   */
+  connections?: string
   json?: boolean
   debug?: boolean
 }
@@ -139,13 +149,24 @@ export async function runCommand(
     }
     throw error
   }
+  let connections: RefreshingResource<Connections> | undefined
+  if (options.connections !== undefined) {
+    connections = fileResource(options.connections, parseConnections, { logger: quietLogger })
+    try {
+      await connections.start()
+    } catch (error) {
+      connections.stop()
+      return fail(error, ExitCode.usage)
+    }
+  }
   let cache
   try {
     cache = await openCache(options.store)
   } catch (error) {
+    connections?.stop()
     return fail(error, error instanceof UsageError ? ExitCode.usage : ExitCode.failure)
   }
-  const runner = new FlowRunner({ cache })
+  const runner = new FlowRunner({ cache, ...(connections === undefined ? {} : { connections }) })
   try {
     const result = await runner.run(flow, event, { debug: options.debug === true })
     io.stdout(
@@ -155,10 +176,17 @@ export async function runCommand(
   } catch (error) {
     return fail(error, ExitCode.failure)
   } finally {
+    connections?.stop()
     await runner.close()
     await cache.close()
   }
 }
+
+/**
+ * The connections file is read once per command; a failed first load is reported as the
+ * command's error, so the resource's own log lines would only repeat it.
+ */
+const quietLogger = { info: () => undefined, warn: () => undefined, error: () => undefined }
 
 /** Adds `run` to the program. */
 export function registerRun(program: Command, io: CliIo, done: (code: ExitCode) => void): void {
@@ -174,11 +202,15 @@ export function registerRun(program: Command, io: CliIo, done: (code: ExitCode) 
       'the event: JSON text, @file to read a file, - to read standard input (default: {})',
     )
     .option('-s, --store <store>', `where ctx.cache keeps its data: ${STORE_SPEC_HELP}`, 'memory')
+    .option(
+      '--connections <file>',
+      'connections file (YAML or JSON mapping of names to settings); the flow sees the ones it declares as ctx.connections',
+    )
     .option('--json', 'print the result (or the error) as JSON')
     .option('--debug', 'debug run: run every script, without reading or writing the step cache')
     .addHelpText(
       'after',
-      '\nExit codes: 0 ok, 1 the flow, a script or the store failed, 2 bad usage, flow file or event.\n\nExamples:\n  flowcache run flows/orders.yaml --event \'{"data":{"id":42}}\'\n  flowcache run flows/orders.yaml --event @event.json --store redis://127.0.0.1:6379\n  echo \'{"data":{}}\' | flowcache run flows/orders.yaml --event - --json',
+      '\nExit codes: 0 ok, 1 the flow, a script or the store failed, 2 bad usage, flow file, event or connections file.\n\nExamples:\n  flowcache run flows/orders.yaml --event \'{"data":{"id":42}}\'\n  flowcache run flows/orders.yaml --event @event.json --store redis://127.0.0.1:6379\n  echo \'{"data":{}}\' | flowcache run flows/orders.yaml --event - --json\n  flowcache run flows/crm-sync.yaml --event @event.json --connections connections.yaml',
     )
     .action(async (flowFile: string, options: RunCommandOptions) => {
       done(await runCommand(flowFile, options, io))

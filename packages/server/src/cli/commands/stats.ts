@@ -17,6 +17,8 @@ export interface StatsDocument {
   store: string
   /** `--namespace` as given, `''` for the root. */
   namespace: string
+  /** Absolute path of the configuration file the cache settings came from; `null` without one. */
+  config: string | null
   health: CacheHealth
   capabilities: StoreCapabilities
   /** `cache.stats()`: the store counters, and this command's own (nearly empty) cache counters. */
@@ -38,6 +40,7 @@ export function formatStats(document: StatsDocument): string {
   const lines = [
     `store      ${document.store}`,
     `namespace  ${document.namespace === '' ? '(root)' : document.namespace}`,
+    ...(document.config === null ? [] : [`config     ${document.config}`]),
     `health     ${health.status} since ${since}${health.reason === undefined ? '' : `: ${health.reason}`}`,
     `features   ${[
       capabilities.persistent ? 'persistent' : 'in-process',
@@ -80,10 +83,11 @@ export function formatStats(document: StatsDocument): string {
  * of the whole store; the Redis and NATS stores keep none). Exit 1 when the store is not `ok`.
  */
 export async function statsCommand(options: StatsCommandOptions, io: CliIo): Promise<ExitCode> {
-  return withCache(options, io, async ({ cache, root }) => {
+  return withCache(options, io, async ({ cache, root, configFile }) => {
     const document: StatsDocument = {
       store: root.store.name,
       namespace: options.namespace ?? '',
+      config: configFile ?? null,
       health: cache.health(),
       capabilities: { ...root.store.capabilities },
       stats: cache.stats(),
@@ -104,12 +108,16 @@ export function registerStats(program: Command, io: CliIo, done: (code: ExitCode
         "Prints the store's health, what it can do, and its counters: entries, bytes, evictions and expirations of the whole store (the memory and SQLite stores keep them; Redis and NATS do not).",
       ),
   )
-    .option('--json', 'print {"store","namespace","health","capabilities","stats"} as JSON')
+    .option(
+      '--json',
+      'print {"store","namespace","config","health","capabilities","stats"} as JSON',
+    )
     .addHelpText(
       'after',
       helpAfter(`${COMMON_EXIT_CODES} or is not healthy`, [
         'flowcache stats --store sqlite:./.flowcache/cache.db',
         'flowcache stats --store redis://127.0.0.1:6379 --json',
+        'flowcache stats --config ./flowcache.yaml',
       ]),
     )
     .action(async (options: StatsCommandOptions) => {
