@@ -99,7 +99,7 @@ export async function startConsoleDemo(): Promise<ConsoleDemo> {
       i++
       await hot.set(`item:${i % 40}`, { i, at: Date.now() }, '10m')
       for (let j = 0; j < 4 + (i % 5); j++) await hot.get(`item:${(i + j * 7) % 60}`)
-      await new Promise((done) => setTimeout(done, 40))
+      await new Promise((done) => setTimeout(done, 25 + 35 * (1 + Math.sin(i / 25))))
     }
   })()
 

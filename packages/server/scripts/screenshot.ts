@@ -22,9 +22,9 @@ try {
   await page.locator('#editor-status', { hasText: 'Loaded' }).waitFor()
   await page.locator('#flows button', { hasText: 'shipping-quote' }).click()
   await page.locator('#runs-table tbody tr').first().waitFor()
-  // Let the charts collect about forty seconds of points.
+  // Let the charts collect a minute of points.
   const chart = page.locator('#chart-ops')
-  while (Number(await chart.getAttribute('data-points')) < 40) await page.waitForTimeout(500)
+  while (Number(await chart.getAttribute('data-points')) < 60) await page.waitForTimeout(500)
   mkdirSync(dirname(output), { recursive: true })
   await page.screenshot({ path: output, fullPage: true })
   process.stdout.write(`wrote ${output}\n`)
