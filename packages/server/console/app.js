@@ -525,8 +525,12 @@ async function refreshLeaders() {
             {},
             el('td', {}, leader.flow),
             el('td', {}, leader.tenant),
-            el('td', {}, leader.owner === '' ? 'none' : leader.owner),
-            el('td', {}, leader.isLeader ? 'leader' : 'follower'),
+            el('td', {}, leader.owner),
+            el(
+              'td',
+              { 'data-role': leader.isLeader ? 'leader' : 'follower' },
+              leader.isLeader ? 'leader' : 'follower',
+            ),
           ),
         ),
   )

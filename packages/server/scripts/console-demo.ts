@@ -76,7 +76,7 @@ export async function startConsoleDemo(): Promise<ConsoleDemo> {
 
   const app = cache.namespace('tenant:acme').namespace('app')
   await app.set('feature-flags', { newCheckout: true, betaSearch: false }, '2h')
-  await app.set('exchange-rate:EUR-USD', 1.0842, '90s')
+  await app.set('exchange-rate:EUR-USD', 1.0842, '5m')
   await app.set('config:webhooks', { url: 'https://hooks.example.com/orders', retries: 5 })
   await app.set('token:payments-api', 'eyJhbGciOi…', '45m')
   for (let i = 1; i <= 6; i++) {
@@ -88,7 +88,7 @@ export async function startConsoleDemo(): Promise<ConsoleDemo> {
   }
   const jobs = cache.namespace('jobs')
   await jobs.locks.acquire('nightly-export', { ttl: '5m', owner: 'worker-7' })
-  await jobs.rateLimit('partner-api', { max: 100, per: '1m' })
+  await jobs.rateLimit('partner-api', { max: 1000, per: '1h' })
 
   // A steady stream of reads and writes, so the live charts have something to show.
   let stopped = false
@@ -98,6 +98,7 @@ export async function startConsoleDemo(): Promise<ConsoleDemo> {
     while (!stopped) {
       i++
       await hot.set(`item:${i % 40}`, { i, at: Date.now() }, '10m')
+      if (i % 20 === 0) await jobs.rateLimit('partner-api', { max: 1000, per: '1h' })
       for (let j = 0; j < 4 + (i % 5); j++) await hot.get(`item:${(i + j * 7) % 60}`)
       await new Promise((done) => setTimeout(done, 25 + 35 * (1 + Math.sin(i / 25))))
     }

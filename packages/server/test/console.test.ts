@@ -217,7 +217,9 @@ describe('console on the example flows', () => {
     const chips = await page.locator('#runs-table .chip').allTextContents()
     expect(chips).toContain('quote: hit')
     expect(chips).toContain('quote: miss')
-    await expect.poll(() => page.locator('#leaders tbody').textContent()).toContain('hourly-report')
+    const leader = page.locator('#leaders tbody tr', { hasText: 'hourly-report' })
+    await expect.poll(() => leader.count()).toBe(1)
+    expect(await leader.locator('td[data-role]').textContent()).toBe('leader')
     await expect.poll(() => page.locator('#locks tbody').textContent()).toContain('nightly-export')
     expect(await page.locator('#locks tbody').textContent()).toContain('worker-7')
     await expect
