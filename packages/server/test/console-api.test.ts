@@ -102,8 +102,11 @@ describe('listing routes of the console', () => {
     expect(typeof body.now).toBe('number')
     const limited = await get(server, '/v1/ns/sessions/entries?limit=1')
     expect(limited.body.entries).toHaveLength(1)
-    const bad = await get(server, '/v1/ns/sessions/entries?limit=0')
-    expect(bad.status).toBe(400)
+    for (const limit of ['0', '1001', 'x']) {
+      const bad = await get(server, `/v1/ns/sessions/entries?limit=${limit}`)
+      expect(bad.status, limit).toBe(400)
+      expect(bad.body.error.message).toContain('limit')
+    }
   })
 
   it('lists held locks with their holder and lease', async () => {

@@ -12,7 +12,7 @@ import { redisUrl } from '../../flowcache/test/helpers/services.js'
 import { redisStore } from '../../flowcache/src/stores/redis/index.js'
 import { startConsoleDemo, type ConsoleDemo } from '../scripts/console-demo.js'
 import type { ResolvedConfig } from '../src/config/index.js'
-import { createCache, type Cache } from '../src/flowcache.js'
+import { createCache, silentLogger, type Cache } from '../src/flowcache.js'
 import { CONTENT_SECURITY_POLICY, createServer, type FlowcacheServer } from '../src/http/index.js'
 import { launchChromium } from './helpers/chromium.js'
 import { waitUntil } from './helpers/host.js'
@@ -410,6 +410,7 @@ describe('console when the store is cut off', () => {
       prefix: `console${randomUUID().replace(/-/g, '').slice(0, 12)}`,
       fallback: 'memory',
       fallbackRetry: { baseMs: 100, maxMs: 300 },
+      logger: silentLogger,
     })
     const config: ResolvedConfig = {
       cache: { enabled: true, type: 'memory', path: ':memory:', fallback: 'memory' },

@@ -128,6 +128,9 @@ function consoleFiles(): Map<string, { type: string; body: Buffer }> {
   return files
 }
 
+/** Most entries `GET /v1/ns/:ns/entries` answers with (each costs a TTL read). */
+const MAX_ENTRIES = 1000
+
 /** Most store keys one listing route (`/v1/namespaces`, `/v1/locks`, `/v1/rate-limits`) reads. */
 export const SCAN_LIMIT = 10_000
 
@@ -452,6 +455,12 @@ export function createServer(options: ServerOptions): FlowcacheServer {
       const prefix = single(request.query.prefix)
       const limitText = single(request.query.limit)
       const limit = limitText === undefined ? 200 : Number(limitText)
+      if (!Number.isSafeInteger(limit) || limit <= 0 || limit > MAX_ENTRIES) {
+        throw InvalidArgumentError.format(
+          'limit',
+          `must be an integer from 1 to ${MAX_ENTRIES} (each entry costs a TTL read); got ${limitText}`,
+        )
+      }
       const namespace = view(request.params.ns)
       const keys = await namespace.listKeys(prefix === '' ? undefined : prefix, { limit })
       const ttls = await Promise.all(keys.map((key) => namespace.ttl(key)))
