@@ -76,6 +76,40 @@ export default defineConfig(
   },
 
   {
+    // The web console: plain ES modules run by the browser (type-checked with
+    // packages/server/console/tsconfig.json through `// @ts-check` and JSDoc).
+    name: 'flowcache/console',
+    files: ['packages/server/console/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'sessionStorage',
+          'fetch',
+          'performance',
+          'getComputedStyle',
+          'setInterval',
+          'clearInterval',
+          'setTimeout',
+          'clearTimeout',
+          'encodeURIComponent',
+          'Node',
+          'Element',
+          'HTMLElement',
+          'HTMLButtonElement',
+          'HTMLCanvasElement',
+          'HTMLFormElement',
+          'HTMLInputElement',
+          'HTMLTableElement',
+          'HTMLTextAreaElement',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
+
+  {
     // Still type-checked and linted, but tests and tooling may poke at untyped values.
     name: 'flowcache/relaxed-non-library',
     files: nonLibraryFiles,

@@ -64,10 +64,10 @@ function concrete(url: string): string {
 }
 
 describe('auth when bound beyond loopback', () => {
-  it('requires the bearer token on every route but /healthz, never from the URL', async () => {
+  it('requires the bearer token on every route but the public ones (/healthz, the console files), never from the URL', async () => {
     const { server } = await setup({ host: '0.0.0.0', token: TOKEN })
     expect(server.authRequired).toBe(true)
-    const routes = server.routes().filter((route) => route.url !== '/healthz')
+    const routes = server.routes().filter((route) => !route.public)
     expect(routes.length).toBeGreaterThanOrEqual(20)
     const app = server.fastify
     for (const route of routes) {

@@ -1,7 +1,13 @@
 /**
  * The HTTP server of `flowcache serve`: {@link createServer}.
  */
-export { CONTENT_SECURITY_POLICY, NAMESPACE_SEPARATOR, createServer, toJson } from './server.js'
+export {
+  CONTENT_SECURITY_POLICY,
+  NAMESPACE_SEPARATOR,
+  SCAN_LIMIT,
+  createServer,
+  toJson,
+} from './server.js'
 export type { FlowcacheServer, RouteInfo, RunFlow, ServerOptions } from './server.js'
 export { STATUS_BY_CODE, HttpError, errorAnswer } from './errors.js'
 export type { ErrorBody } from './errors.js'

@@ -1,14 +1,19 @@
 /**
  * The HTTP server of `flowcache serve` (fastify): the REST API under `/v1` (cache per namespace,
- * locks, rate limits, leaders, flows, stats), `/metrics`, `/healthz`, `/readyz`, and the
- * HTTP-triggered flows under `/flows/*`. See {@link createServer}.
+ * locks, rate limits, leaders, flows, stats), `/metrics`, `/healthz`, `/readyz`, the
+ * HTTP-triggered flows under `/flows/*` and the web console under `/console/`. See
+ * {@link createServer}.
  */
+import { readdirSync, readFileSync } from 'node:fs'
+import { extname } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { Registry } from 'prom-client'
 import type { ResolvedConfig } from '../config/types.js'
 import { isLoopbackHost } from '../config/load.js'
 import {
   InvalidArgumentError,
+  KeyKind,
+  parseStoreKey,
   silentLogger,
   type Cache,
   type Logger,
@@ -39,6 +44,12 @@ export interface ServerOptions {
   runFlow?: RunFlow
   /** Where requests that fail with a server error and state changes are reported. @default silentLogger */
   logger?: Logger
+  /**
+   * Serve the web console (static files of `packages/server/console/`) at `/console/`, with `/`
+   * redirecting there. The console's files hold no data and are served without the token; every
+   * call they make to the API needs it when the server requires one. @default true
+   */
+  console?: boolean
 }
 
 /** One route of the server, as registered. */
@@ -46,6 +57,11 @@ export interface RouteInfo {
   method: string
   /** Route pattern, e.g. `/v1/ns/:ns/keys/:key`. */
   url: string
+  /**
+   * Whether the route answers without the token: `/healthz` and the console's static files
+   * (which hold no data). Every other route needs it when the server requires one.
+   */
+  public: boolean
 }
 
 /** What {@link createServer} returns. */
@@ -63,7 +79,7 @@ export interface FlowcacheServer {
   routes(): RouteInfo[]
   /** The fastify instance, e.g. for `inject()` in tests. */
   readonly fastify: FastifyInstance
-  /** Whether every route but `/healthz` needs the bearer token. */
+  /** Whether every route but the public ones (`/healthz`, the console's files) needs the bearer token. */
   readonly authRequired: boolean
 }
 
@@ -86,6 +102,47 @@ const SECURITY_HEADERS: Record<string, string> = {
 }
 
 const FLOW_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
+
+/** Route option of the routes that answer without the token. */
+const PUBLIC = { config: { public: true } } as const
+
+/** Folder of the web console's static files. */
+const CONSOLE_DIR = new URL('../../console/', import.meta.url)
+
+/** Content types of the console's files, by extension; other files are not served. */
+const CONSOLE_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.svg': 'image/svg+xml',
+}
+
+/** The console's files (name → content type and bytes), read once. */
+function consoleFiles(): Map<string, { type: string; body: Buffer }> {
+  const files = new Map<string, { type: string; body: Buffer }>()
+  for (const name of readdirSync(CONSOLE_DIR).sort()) {
+    const type = CONSOLE_TYPES[extname(name)]
+    if (type === undefined || !/^[a-z0-9-]+\.[a-z]+$/.test(name)) continue
+    files.set(name, { type, body: readFileSync(new URL(name, CONSOLE_DIR)) })
+  }
+  return files
+}
+
+/** Most entries `GET /v1/ns/:ns/entries` answers with (each costs a TTL read). */
+const MAX_ENTRIES = 1000
+
+/** Most store keys one listing route (`/v1/namespaces`, `/v1/locks`, `/v1/rate-limits`) reads. */
+export const SCAN_LIMIT = 10_000
+
+/** A store key of the served cache, taken apart, with its `:ns` form. */
+interface ScannedKey {
+  storeKey: string
+  /** Namespace path joined by {@link NAMESPACE_SEPARATOR}, as in `/v1/ns/:ns`. */
+  ns: string
+  path: string[]
+  kind: string
+  key: string
+}
 
 /**
  * JSON of a value for an answer. Values JSON has no form for are written in a readable one:
@@ -208,7 +265,8 @@ export function createServer(options: ServerOptions): FlowcacheServer {
     const methods = Array.isArray(route.method) ? route.method : [route.method]
     for (const method of methods) {
       if (method === 'HEAD' && route.prefixTrailingSlash !== undefined) continue
-      registered.push({ method, url: route.url })
+      const config: { public?: unknown } | undefined = route.config
+      registered.push({ method, url: route.url, public: config?.public === true })
     }
   })
 
@@ -235,7 +293,8 @@ export function createServer(options: ServerOptions): FlowcacheServer {
 
   app.addHook('onRequest', async (request, reply) => {
     reply.headers(SECURITY_HEADERS)
-    if (tokenCheck === undefined || request.routeOptions.url === '/healthz') return
+    const routeConfig = request.routeOptions.config as { public?: unknown } | undefined
+    if (tokenCheck === undefined || routeConfig?.public === true) return
     if (!tokenCheck.accepts(request.headers.authorization)) {
       reply.header('www-authenticate', 'Bearer realm="flowcache"')
       throw new HttpError(
@@ -265,7 +324,7 @@ export function createServer(options: ServerOptions): FlowcacheServer {
   })
 
   // Health, readiness, metrics.
-  app.get('/healthz', async (_request, reply) => json(reply, 200, { status: 'ok' }))
+  app.get('/healthz', PUBLIC, async (_request, reply) => json(reply, 200, { status: 'ok' }))
   app.get('/readyz', async (_request, reply) => {
     const health = cache.health()
     const hostState = host?.status().state
@@ -280,6 +339,103 @@ export function createServer(options: ServerOptions): FlowcacheServer {
     reply.type(registry.contentType).send(await registry.metrics()),
   )
 
+  /**
+   * Store keys of the served cache (under its root prefix) of the given kinds, in namespaces the
+   * `:ns` segment can name; at most {@link SCAN_LIMIT} store keys are read.
+   */
+  const rootPrefix = `${config.cache.prefix ?? 'fc'}.`
+  const scan = async (
+    kinds: readonly string[],
+  ): Promise<{ found: ScannedKey[]; scanned: number; truncated: boolean }> => {
+    const found: ScannedKey[] = []
+    let scanned = 0
+    for await (const storeKey of cache.store.list(rootPrefix, { limit: SCAN_LIMIT })) {
+      scanned++
+      const parsed = parseStoreKey(storeKey)
+      if (parsed === undefined || !kinds.includes(parsed.kind)) continue
+      const path = parsed.namespaces
+      if (path.length === 0 || path.some((name) => name.includes(NAMESPACE_SEPARATOR))) continue
+      found.push({
+        storeKey,
+        ns: path.join(NAMESPACE_SEPARATOR),
+        path,
+        kind: parsed.kind,
+        key: parsed.key,
+      })
+    }
+    return { found, scanned, truncated: scanned >= SCAN_LIMIT }
+  }
+
+  // Listings for the console.
+  app.get('/v1/namespaces', async (_request, reply) => {
+    const { found, scanned, truncated } = await scan([
+      KeyKind.user,
+      KeyKind.lock,
+      KeyKind.limiter,
+      KeyKind.lease,
+    ])
+    const counts = new Map<
+      string,
+      {
+        ns: string
+        path: string[]
+        keys: number
+        locks: number
+        rateLimits: number
+        leases: number
+      }
+    >()
+    for (const entry of found) {
+      let count = counts.get(entry.ns)
+      if (count === undefined) {
+        count = { ns: entry.ns, path: entry.path, keys: 0, locks: 0, rateLimits: 0, leases: 0 }
+        counts.set(entry.ns, count)
+      }
+      if (entry.kind === KeyKind.user) count.keys++
+      else if (entry.kind === KeyKind.lock) count.locks++
+      else if (entry.kind === KeyKind.limiter) count.rateLimits++
+      else count.leases++
+    }
+    const namespaces = [...counts.values()].sort((a, b) => (a.ns < b.ns ? -1 : 1))
+    return json(reply, 200, { namespaces, scanned, truncated })
+  })
+  app.get('/v1/locks', async (_request, reply) => {
+    const { found, scanned, truncated } = await scan([KeyKind.lock])
+    const locks = await Promise.all(
+      found.map(async (entry) => {
+        const [holder, stored] = await Promise.all([
+          view(entry.ns).locks.holder(entry.key),
+          cache.store.get(entry.storeKey),
+        ])
+        if (holder === undefined) return undefined
+        return { ns: entry.ns, key: entry.key, ...holder, expiresAt: stored?.expiresAt ?? null }
+      }),
+    )
+    return json(reply, 200, {
+      locks: locks.filter((lock) => lock !== undefined),
+      stats: cache.stats().locks,
+      now: Date.now(),
+      scanned,
+      truncated,
+    })
+  })
+  app.get('/v1/rate-limits', async (_request, reply) => {
+    const { found, scanned, truncated } = await scan([KeyKind.limiter])
+    const rateLimits = await Promise.all(
+      found.map(async (entry) => {
+        const stored = await cache.store.get(entry.storeKey)
+        return { ns: entry.ns, key: entry.key, expiresAt: stored?.expiresAt ?? null }
+      }),
+    )
+    return json(reply, 200, {
+      rateLimits,
+      stats: cache.stats().rateLimits,
+      now: Date.now(),
+      scanned,
+      truncated,
+    })
+  })
+
   // Cache.
   app.get<{ Params: NsParams; Querystring: Record<string, unknown> }>(
     '/v1/ns/:ns/keys',
@@ -291,6 +447,28 @@ export function createServer(options: ServerOptions): FlowcacheServer {
         limit,
       })
       return json(reply, 200, { keys })
+    },
+  )
+  app.get<{ Params: NsParams; Querystring: Record<string, unknown> }>(
+    '/v1/ns/:ns/entries',
+    async (request, reply) => {
+      const prefix = single(request.query.prefix)
+      const limitText = single(request.query.limit)
+      const limit = limitText === undefined ? 200 : Number(limitText)
+      if (!Number.isSafeInteger(limit) || limit <= 0 || limit > MAX_ENTRIES) {
+        throw InvalidArgumentError.format(
+          'limit',
+          `must be an integer from 1 to ${MAX_ENTRIES} (each entry costs a TTL read); got ${limitText}`,
+        )
+      }
+      const namespace = view(request.params.ns)
+      const keys = await namespace.listKeys(prefix === '' ? undefined : prefix, { limit })
+      const ttls = await Promise.all(keys.map((key) => namespace.ttl(key)))
+      const entries = keys.flatMap((key, i) => {
+        const ttl = ttls[i]
+        return ttl === undefined ? [] : [{ key, ttl }]
+      })
+      return json(reply, 200, { entries, now: Date.now() })
     },
   )
   app.get<{ Params: KeyParams }>('/v1/ns/:ns/keys/:key', async (request, reply) => {
@@ -488,6 +666,19 @@ export function createServer(options: ServerOptions): FlowcacheServer {
       throw notFound(`no flow is routed at ${request.method} ${path.split('?')[0]}`)
     },
   })
+
+  // The web console: static files, no data in them.
+  if (options.console !== false) {
+    const files = consoleFiles()
+    const redirect = async (_request: FastifyRequest, reply: FastifyReply) =>
+      reply.redirect('/console/', 302)
+    app.get('/', PUBLIC, redirect)
+    app.get('/console', PUBLIC, redirect)
+    for (const [name, file] of files) {
+      const url = name === 'index.html' ? '/console/' : `/console/${name}`
+      app.get(url, PUBLIC, async (_request, reply) => reply.type(file.type).send(file.body))
+    }
+  }
 
   let closing: Promise<void> | undefined
   return {
