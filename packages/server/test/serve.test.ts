@@ -129,6 +129,26 @@ describe('flowcache serve', { timeout: 120_000 }, () => {
     expect(a.output()).toContain('flowcache serve: stopped')
   })
 
+  it('with no options: SQLite under ./.flowcache, the example flows, and the console at its printed URL', async () => {
+    const served = await serve(['--port', '0'])
+    const output = served.output()
+    expect(output).toContain(`store:  sqlite ${join(dir, '.flowcache', 'cache.db')}`)
+    expect(output).toContain('(the example flows)')
+    const consoleUrl = /console: (http:\/\/\S+)/.exec(output)?.[1]
+    expect(consoleUrl).toBe(`${served.url}/console/`)
+    const page = await fetch(consoleUrl ?? '')
+    expect(page.status).toBe(200)
+    expect(page.headers.get('content-security-policy')).toContain("script-src 'self'")
+    expect(await page.text()).toContain('<title>flowcache console</title>')
+    const root = await fetch(served.url, { redirect: 'manual' })
+    expect(root.status).toBe(302)
+    const flows = await api(`${served.url}/v1/flows`)
+    expect(flows.status).toBe(200)
+    expect(JSON.stringify(flows.body)).toContain('payment-webhook')
+    served.child.kill('SIGTERM')
+    expect(await served.exited).toBe(0)
+  })
+
   it('finishes requests in flight and keeps every acknowledged write on SIGTERM', async () => {
     const path = join(dir, 'graceful.db')
     const served = await serve(['--store', `sqlite:${path}`, '--flows', join(dir, 'none')])

@@ -199,6 +199,7 @@ function banner(handle: ServeHandle): string {
     `  store:  ${store}${config.file === undefined ? '' : ` (config ${config.file})`}`,
     `  flows:  ${flows}`,
     `  auth:   ${auth}`,
+    `  console: ${handle.url}/console/`,
     `  health: ${handle.url}/healthz   metrics: ${handle.url}/metrics`,
     '',
   ].join('\n')
