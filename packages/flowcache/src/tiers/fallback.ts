@@ -270,7 +270,7 @@ export class FallbackStore implements Store {
    */
   setQuota(prefix: string, limits: QuotaLimits): void | Promise<void> {
     this.#quotas.set(prefix, { ...limits })
-    this.#memory?.setQuota?.(prefix, limits)
+    void this.#memory?.setQuota?.(prefix, limits)
     return this.primary.setQuota?.(prefix, limits)
   }
 
