@@ -100,14 +100,14 @@ export class TopKeys {
       return
     }
     // Take over the least-read slot: the new key may have been read that often unseen.
-    slot = slots[0]
-    this.#byId.delete(slot.id)
-    slot.error = slot.count
-    slot.count++
-    slot.id = id
-    slot.key = key
-    slot.namespace = namespace
-    this.#byId.set(id, slot)
+    const least = slots[0] as Slot
+    this.#byId.delete(least.id)
+    least.error = least.count
+    least.count++
+    least.id = id
+    least.key = key
+    least.namespace = namespace
+    this.#byId.set(id, least)
     this.#down(0)
   }
 
