@@ -85,6 +85,7 @@ describe('createCache quotas: a default allocation per top-level namespace, with
       expect((caught as Error).message).toMatch(message)
     }
     expect(() => createCache({ topKeySlots: 0 })).toThrow(/topKeySlots/)
+    expect(() => createCache({ topKeySampleEvery: 0.5 })).toThrow(/topKeySampleEvery/)
     const cache = createCache()
     expect(() => cache.namespace('a', { trackStats: 'yes' as never })).toThrow(/trackStats/)
     expect(() => cache.namespace('a', { maxEntries: 0 })).toThrow(InvalidArgumentError)
@@ -93,7 +94,8 @@ describe('createCache quotas: a default allocation per top-level namespace, with
 
 describe('namespaceStats', () => {
   it('counts hits, misses and the most-read keys of a tracked namespace, children included, with the keys as written', async () => {
-    const cache = createCache()
+    // Every read feeds the most-read keys, so the counts are exact.
+    const cache = createCache({ topKeySampleEvery: 1 })
     const orders = cache.namespace('orders', { trackStats: true })
     const eu = orders.namespace('eu')
     await orders.set('order:42', { total: 1 })
@@ -119,6 +121,23 @@ describe('namespaceStats', () => {
     expect(stats).toMatchObject({ entries: undefined, bytes: undefined, evictions: undefined })
     const euStats = await eu.namespaceStats()
     expect(euStats).toMatchObject({ tracked: false, hits: 0, misses: 0, topKeys: [] })
+    await cache.close()
+  })
+
+  it('with the default sampling, finds the hot keys among many cold ones and estimates their reads', async () => {
+    const cache = createCache({ topKeySlots: 16 })
+    const ns = cache.namespace('sampled', { trackStats: true })
+    await ns.set('hot', 1)
+    for (let i = 0; i < 4000; i++) {
+      await ns.get('hot')
+      await ns.get(`cold${i}`)
+    }
+    const stats = await ns.namespaceStats({ top: 1 })
+    expect(stats).toMatchObject({ hits: 4000, misses: 4000 })
+    expect(stats.topKeys[0]?.key).toBe('hot')
+    // About 4000 (sampled reads × 8): far from exact, but of the right size.
+    expect(stats.topKeys[0]?.count).toBeGreaterThan(2000)
+    expect(stats.topKeys[0]?.count).toBeLessThan(8000)
     await cache.close()
   })
 

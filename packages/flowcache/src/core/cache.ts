@@ -47,6 +47,7 @@ import {
 import { memoize, type Memoized, type MemoizeOptions } from './memoize.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
 import {
+  checkSampleEvery,
   checkSlots,
   checkTop,
   NamespaceTracker,
@@ -132,6 +133,12 @@ export interface CacheOptions {
    * more often than 1 / slots of the namespace's reads are always found. @default 64
    */
   topKeySlots?: number
+  /**
+   * One read in this many (on average, at random) of a tracked namespace feeds its
+   * most-accessed-keys counter; hits and misses count every read. `1` records every read (exact
+   * counts, the highest cost). @default 8
+   */
+  topKeySampleEvery?: number
 }
 
 /** Options of {@link Cache.namespace}. */
@@ -263,6 +270,7 @@ interface Core {
   readonly rootPrefix: string
   readonly quotas: ResolvedQuotas
   readonly topKeySlots: number
+  readonly topKeySampleEvery: number
   /** Tracked namespaces by prefix. */
   readonly trackers: Map<string, NamespaceTracker>
   /** Bumped whenever a namespace starts being tracked, so views look their trackers up again. */
@@ -299,6 +307,8 @@ export class Cache {
   /** Trackers of this namespace and of the tracked namespaces above it, as of `#trackedAt`. */
   #trackers: ViewTracker[] = []
   #trackedAt = 0
+  /** Whether `#trackers` is not empty: the read paths check this and `#trackedAt` only. */
+  #tracking = false
 
   /** @internal use {@link createCache} */
   constructor(
@@ -451,11 +461,11 @@ export class Cache {
     if (observed) this.#report('get', start, value === undefined ? 'miss' : 'hit')
     if (value === undefined) {
       core.stats.misses++
-      if (core.trackerGeneration !== 0) this.#track(key, false)
+      if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, false)
       return defaultValue
     }
     core.stats.hits++
-    if (core.trackerGeneration !== 0) this.#track(key, true)
+    if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, true)
     return value as T
   }
 
@@ -464,9 +474,14 @@ export class Cache {
     const core = this.#core
     if (this.#trackedAt !== core.trackerGeneration) {
       this.#trackers = this.#findTrackers()
+      this.#tracking = this.#trackers.length > 0
       this.#trackedAt = core.trackerGeneration
     }
-    for (const view of this.#trackers) view.tracker.record(key, view.below, view.belowId, hit)
+    const trackers = this.#trackers
+    for (let i = 0; i < trackers.length; i++) {
+      const view = trackers[i] as ViewTracker
+      view.tracker.record(key, view.below, view.belowId, hit)
+    }
   }
 
   /** The trackers of this namespace and of those above it, with this view's path below each. */
@@ -839,7 +854,7 @@ export class Cache {
       if (value === undefined) core.stats.misses++
       else core.stats.hits++
     }
-    if (core.trackerGeneration !== 0) {
+    if (this.#tracking || this.#trackedAt !== core.trackerGeneration) {
       for (const [i, key] of keys.entries()) this.#track(key, values[i] !== undefined)
     }
     return values as Array<T | undefined>
@@ -1073,11 +1088,11 @@ export class Cache {
     )
     if (entry === undefined) {
       core.stats.misses++
-      if (core.trackerGeneration !== 0) this.#track(key, false)
+      if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, false)
       return undefined
     }
     core.stats.hits++
-    if (core.trackerGeneration !== 0) this.#track(key, true)
+    if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, true)
     return {
       value: core.codec.decode(entry.value) as T,
       revision: entry.revision,
@@ -1197,11 +1212,11 @@ export class Cache {
         const entry = await this.#call('get', () => core.store.get(storeKey))
         if (entry === undefined) {
           core.stats.misses++
-          if (core.trackerGeneration !== 0) this.#track(key, false)
+          if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, false)
           return undefined
         }
         core.stats.hits++
-        if (core.trackerGeneration !== 0) this.#track(key, true)
+        if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, true)
         return { value: core.codec.decode(entry.value), expiresAt: entry.expiresAt }
       },
       reread: async (storeKey) => {
@@ -1266,7 +1281,10 @@ export class Cache {
     const limits = quotaFor(core.quotas, name, this.#path.length === 0, given)
     if (limits !== undefined) this.#setQuota(prefix, limits)
     if ((limits !== undefined || trackStats) && !core.trackers.has(prefix)) {
-      core.trackers.set(prefix, new NamespaceTracker(path, prefix, core.topKeySlots))
+      core.trackers.set(
+        prefix,
+        new NamespaceTracker(path, prefix, core.topKeySlots, core.topKeySampleEvery),
+      )
       core.trackerGeneration++
     }
     const tracker = core.trackers.get(prefix)
@@ -1360,7 +1378,7 @@ export class Cache {
       hits,
       misses,
       hitRatio: hits + misses === 0 ? 0 : hits / (hits + misses),
-      topKeys: tracker?.topKeys.top(top) ?? [],
+      topKeys: tracker?.topKeys(top) ?? [],
     }
   }
 
@@ -1625,6 +1643,7 @@ export function createCache(options: CacheOptions = {}): Cache {
   const limits = resolveLimits(options.limits)
   const quotas = resolveQuotas(options.quotas)
   const topKeySlots = checkSlots(options.topKeySlots, 'topKeySlots')
+  const topKeySampleEvery = checkSampleEvery(options.topKeySampleEvery, 'topKeySampleEvery')
   const clock = options.clock ?? systemClock
   let codec = options.codec ?? jsonCodec
   const root = checkRoot(options.prefix ?? 'fc')
@@ -1706,6 +1725,7 @@ export function createCache(options: CacheOptions = {}): Cache {
     rootPrefix: rootPrefix(root),
     quotas,
     topKeySlots,
+    topKeySampleEvery,
     trackers: new Map(),
     trackerGeneration: 0,
     quotasSet: new Map(),

@@ -7,7 +7,9 @@
  * starts from that key's count (kept as the new key's `error`, the most its count may be over).
  * Any key read more often than reads / slots is guaranteed a slot, so the hot keys are found in
  * bounded memory whatever the number of distinct keys. The slots form a min-heap on the count, so
- * a read costs one Map lookup and a few swaps at most.
+ * a recorded read costs one Map lookup and a few swaps at most. Hits and misses are counted on
+ * every read; the keys only on a random sample of them (one in `topKeySampleEvery` on average),
+ * which keeps tracked reads cheap and still finds every hot key.
  */
 import { InvalidArgumentError } from '../errors.js'
 import type { QuotaLimits } from '../types/store.js'
@@ -16,6 +18,8 @@ import type { QuotaLimits } from '../types/store.js'
 export const DEFAULT_TOP_KEY_SLOTS = 64
 /** Most slots a namespace may ask for. */
 export const MAX_TOP_KEY_SLOTS = 10_000
+/** One read in this many (on average, at random intervals) feeds the most-accessed-keys counter. @default */
+export const DEFAULT_TOP_KEY_SAMPLE_EVERY = 8
 
 /** One of the most-accessed keys of a namespace. */
 export interface KeyAccessCount {
@@ -23,9 +27,12 @@ export interface KeyAccessCount {
   key: string
   /** Namespace path of the key below the tracked namespace; empty for the namespace's own keys. */
   namespace: readonly string[]
-  /** Reads counted for the key (an upper bound: the true count is at least `count - error`). */
+  /**
+   * Reads counted for the key: sampled reads × the sampling interval, so an estimate unless
+   * `topKeySampleEvery` is 1, and then an upper bound (the true count is at least `count - error`).
+   */
   count: number
-  /** How much of `count` may belong to keys that held the slot before. */
+  /** How much of `count` may belong to keys that held the slot before (scaled like `count`). */
   error: number
 }
 
@@ -111,16 +118,16 @@ export class TopKeys {
     this.#down(0)
   }
 
-  /** The `top` most-read keys, most read first. */
-  top(top: number): KeyAccessCount[] {
+  /** The `top` most-read keys, most read first; counts multiplied by `scale`. */
+  top(top: number, scale = 1): KeyAccessCount[] {
     return [...this.#slots]
       .sort((a, b) => b.count - a.count || a.error - b.error)
       .slice(0, top)
       .map((slot) => ({
         key: slot.key,
         namespace: slot.namespace,
-        count: slot.count,
-        error: slot.error,
+        count: slot.count * scale,
+        error: slot.error * scale,
       }))
   }
 
@@ -166,21 +173,40 @@ export class NamespaceTracker {
   misses = 0
   /** The quota this process set on the namespace, if any. */
   quota: QuotaLimits | undefined
-  readonly topKeys: TopKeys
+  readonly #topKeys: TopKeys
+  readonly #sampleEvery: number
+  /** Reads left until the next sampled one. */
+  #countdown: number
 
   constructor(
     readonly path: readonly string[],
     readonly prefix: string,
     slots: number,
+    sampleEvery: number,
   ) {
-    this.topKeys = new TopKeys(slots)
+    this.#topKeys = new TopKeys(slots)
+    this.#sampleEvery = sampleEvery
+    this.#countdown = this.#gap()
   }
 
   /** Counts one read of `key` in the namespace `below` this one (empty: its own keys). */
   record(key: string, below: readonly string[], belowId: string, hit: boolean): void {
     if (hit) this.hits++
     else this.misses++
-    this.topKeys.record(belowId === '' ? key : `${belowId}\u0000${key}`, key, below)
+    if (--this.#countdown > 0) return
+    this.#countdown = this.#gap()
+    this.#topKeys.record(belowId === '' ? key : `${belowId}\u0000${key}`, key, below)
+  }
+
+  /** The `top` most-read keys, counts scaled to all reads. */
+  topKeys(top: number): KeyAccessCount[] {
+    return this.#topKeys.top(top, this.#sampleEvery)
+  }
+
+  /** Reads until the next sample: random, `sampleEvery` on average, so no access pattern aliases with it. */
+  #gap(): number {
+    const every = this.#sampleEvery
+    return every === 1 ? 1 : 1 + Math.floor(Math.random() * (2 * every - 1))
   }
 }
 
@@ -191,6 +217,18 @@ export function checkTop(top: number | undefined): number {
     throw InvalidArgumentError.format('top', `must be a whole number >= 0; got ${String(top)}`)
   }
   return top
+}
+
+/** Checks the `topKeySampleEvery` option. */
+export function checkSampleEvery(every: number | undefined, name: string): number {
+  if (every === undefined) return DEFAULT_TOP_KEY_SAMPLE_EVERY
+  if (!Number.isSafeInteger(every) || every < 1 || every > 1_000_000) {
+    throw InvalidArgumentError.format(
+      name,
+      `must be a whole number from 1 (every read) to 1000000; got ${String(every)}`,
+    )
+  }
+  return every
 }
 
 /** Checks the `topKeySlots` option. */
