@@ -5,8 +5,9 @@ import { afterAll, describe, expect, it } from 'vitest'
 
 import { createCache } from '../src/core/cache.js'
 import { TopKeys } from '../src/core/namespace-stats.js'
-import { InvalidArgumentError } from '../src/errors.js'
-import { memoryStore } from '../src/stores/memory/index.js'
+import { InvalidArgumentError, StoreUnavailableError } from '../src/errors.js'
+import { MemoryStore, memoryStore } from '../src/stores/memory/index.js'
+import type { QuotaUsage } from '../src/types/store.js'
 import { sqliteStore } from '../src/stores/sqlite/index.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'flowcache-nsstats-'))
@@ -187,6 +188,25 @@ describe('namespaceStats', () => {
     cache.namespace('t1').namespace('watched', { trackStats: true })
     const all = await cache.trackedNamespaceStats()
     expect(all.map((stats) => stats.namespace.join('/')).sort()).toEqual(['t1', 't1/watched', 't2'])
+    await cache.close()
+  })
+})
+
+describe('namespace usage when the store cannot report it', () => {
+  class FailingUsage extends MemoryStore {
+    override quotaUsage(): Promise<QuotaUsage | undefined> {
+      return Promise.reject(new StoreUnavailableError('usage unavailable'))
+    }
+  }
+
+  it('namespaceStats rejects, trackedNamespaceStats leaves the usage out and keeps the counts', async () => {
+    const cache = createCache({ store: new FailingUsage() })
+    const tenant = cache.namespace('t', { maxEntries: 5 })
+    await tenant.set('k', 1)
+    await tenant.get('k')
+    await expect(tenant.namespaceStats()).rejects.toBeInstanceOf(StoreUnavailableError)
+    const [stats] = await cache.trackedNamespaceStats()
+    expect(stats).toMatchObject({ namespace: ['t'], entries: undefined, hits: 1, misses: 0 })
     await cache.close()
   })
 })

@@ -82,7 +82,7 @@ import {
 } from '../patterns/write-behind.js'
 import { WriteThroughWriter } from '../patterns/write-through.js'
 import type { Codec } from '../types/codec.js'
-import type { QuotaLimits, Revision, Store, StoreEntry } from '../types/store.js'
+import type { QuotaLimits, QuotaUsage, Revision, Store, StoreEntry } from '../types/store.js'
 
 /** Options of {@link createCache}. */
 export interface CacheOptions {
@@ -1338,15 +1338,16 @@ export class Cache {
 
   /**
    * {@link Cache.namespaceStats} of every namespace this process tracks (those with a quota or
-   * `trackStats: true`), for metrics. Only on the root cache's namespaces as a whole: any view
-   * answers for all of them.
+   * `trackStats: true`), whichever view it is called on; what the per-namespace metrics read.
+   * A namespace whose usage the store cannot report now (unreachable) comes with `entries`,
+   * `bytes` and `evictions` undefined instead of failing the whole call.
    */
   async trackedNamespaceStats(options: NamespaceStatsOptions = {}): Promise<NamespaceStats[]> {
     const core = this.#open()
     const top = checkTop(options.top)
     return Promise.all(
       [...core.trackers.values()].map((tracker) =>
-        this.#namespaceStatsOf(tracker, tracker.prefix, tracker.path, top),
+        this.#namespaceStatsOf(tracker, tracker.prefix, tracker.path, top, true),
       ),
     )
   }
@@ -1356,16 +1357,21 @@ export class Cache {
     prefix: string,
     path: readonly string[],
     top: number,
+    tolerant = false,
   ): Promise<NamespaceStats> {
     const store = this.#core.store
     const quota = tracker?.quota
-    const usage =
-      quota === undefined || store.quotaUsage === undefined
-        ? undefined
-        : await this.#call(
-            'quotaUsage',
-            () => store.quotaUsage?.(prefix) ?? Promise.resolve(undefined),
-          )
+    let usage: QuotaUsage | undefined
+    if (quota !== undefined && store.quotaUsage !== undefined) {
+      try {
+        usage = await this.#call(
+          'quotaUsage',
+          () => store.quotaUsage?.(prefix) ?? Promise.resolve(undefined),
+        )
+      } catch (error) {
+        if (!tolerant) throw error
+      }
+    }
     const hits = tracker?.hits ?? 0
     const misses = tracker?.misses ?? 0
     return {
