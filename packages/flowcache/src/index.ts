@@ -22,6 +22,13 @@ export type {
 } from './core/cache.js'
 export type { CacheChangeEvent, CacheEvent, CacheOverflowEvent, CacheWatch } from './core/watch.js'
 export type { CacheStats, LatencySummary } from './core/stats.js'
+export type {
+  KeyAccessCount,
+  NamespaceStats,
+  NamespaceStatsOptions,
+} from './core/namespace-stats.js'
+export { DEFAULT_TOP_KEY_SLOTS } from './core/namespace-stats.js'
+export type { QuotaOptions, QuotasOptions } from './core/quotas.js'
 export { channels } from './core/diagnostics.js'
 export type {
   ElectionEvent,

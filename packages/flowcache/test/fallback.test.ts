@@ -70,6 +70,34 @@ describe('fallback to memory when a distributed store is unreachable at start', 
     await cache.close()
   }, 60_000)
 
+  it('sets quotas on the primary and on the memory fallback, and reports the usage of the one serving', async () => {
+    const primary = new SwitchableStore()
+    const logger = capturingLogger()
+    // A quota set before the fallback starts, and one set while it serves.
+    const cache = createCache({ store: primary, logger, quotas: { default: { maxEntries: 2 } } })
+    const early = cache.namespace('early')
+    await cache.ready()
+    expect(cache.health().status).toBe('degraded')
+    const late = cache.namespace('late', { maxEntries: 3 })
+    for (let i = 0; i < 6; i++) {
+      await early.set(`k${i}`, i)
+      await late.set(`k${i}`, i)
+    }
+    expect((await early.keys()).length).toBe(2)
+    expect((await late.keys()).length).toBe(3)
+    expect(await early.namespaceStats()).toMatchObject({ entries: 2, evictions: 4 })
+    expect(await late.namespaceStats()).toMatchObject({ entries: 3, evictions: 3 })
+    // The primary has both quotas too, though nothing was written to it.
+    expect(await primary.quotaUsage('fc.early.')).toEqual({ entries: 0, bytes: 0, evictions: 0 })
+    expect(await primary.quotaUsage('fc.late.')).toEqual({ entries: 0, bytes: 0, evictions: 0 })
+
+    primary.reachable = true
+    await waitFor(() => cache.health().status === 'ok', 40_000)
+    for (let i = 0; i < 4; i++) await early.set(`p${i}`, i)
+    expect(await early.namespaceStats()).toMatchObject({ entries: 2, evictions: 2 })
+    await cache.close()
+  }, 60_000)
+
   it("with fallback: 'fail' start-up fails with a typed error and every call rejects", async () => {
     const cache = createCache({
       store: new SwitchableStore(),

@@ -271,6 +271,72 @@ describe('registerMetrics', () => {
     metrics.close()
   })
 
+  it('exports entries, bytes, evictions, hits and misses of the namespaces with a quota or trackStats, and of no other', async () => {
+    const registry = new Registry()
+    const cache = createCache({
+      store: memoryStore({ sweepIntervalMs: 0 }),
+      quotas: { default: { maxEntries: 2 }, namespaces: { big: { maxEntries: 10 } } },
+    })
+    caches.push(cache)
+    const metrics = registerMetrics(cache, { registry, name: 'tenants' })
+    const small = cache.namespace('small')
+    const big = cache.namespace('big')
+    const watched = big.namespace('flow 1', { trackStats: true })
+    const untracked = big.namespace('plain')
+    for (let i = 0; i < 5; i++) await small.set(`k${i}`, 'v')
+    await big.set('a', 'value a')
+    await watched.set('w', 'w')
+    await untracked.set('p', 'p')
+    await small.get('k4')
+    await small.get('k0')
+    await small.get('k1')
+    await watched.get('w')
+    await untracked.get('p')
+
+    const families = await scrape(registry)
+    expect(families.get('flowcache_namespace_entries')?.type).toBe('gauge')
+    expect(families.get('flowcache_namespace_evictions_total')?.type).toBe('counter')
+    const at = (name: string, namespace: string): number =>
+      valueOf(families, `flowcache_${name}`, { cache: 'tenants', namespace })
+    expect(at('namespace_entries', 'small')).toBe(2)
+    expect(at('namespace_evictions_total', 'small')).toBe(3)
+    const smallUsage = await small.namespaceStats()
+    expect(at('namespace_bytes', 'small')).toBe(smallUsage.bytes)
+    expect(at('namespace_hits_total', 'small')).toBe(1)
+    expect(at('namespace_misses_total', 'small')).toBe(2)
+    // big: its own entry, the watched child's and the untracked child's.
+    expect(at('namespace_entries', 'big')).toBe(3)
+    expect(at('namespace_evictions_total', 'big')).toBe(0)
+    expect(at('namespace_hits_total', 'big')).toBe(2)
+    expect(at('namespace_hits_total', 'big/flow 1')).toBe(1)
+    expect(at('namespace_misses_total', 'big/flow 1')).toBe(0)
+    // A tracked namespace without a quota has no usage from the store.
+    const entries = families.get('flowcache_namespace_entries')?.samples ?? []
+    expect(entries.map((sample) => sample.labels['namespace']).sort()).toEqual(['big', 'small'])
+    const hits = families.get('flowcache_namespace_hits_total')?.samples ?? []
+    expect(hits.map((sample) => sample.labels['namespace']).sort()).toEqual([
+      'big',
+      'big/flow 1',
+      'small',
+    ])
+
+    // Values follow the cache from scrape to scrape.
+    await small.set('k9', 'v')
+    await small.get('nothing')
+    const later = await scrape(registry)
+    expect(
+      valueOf(later, 'flowcache_namespace_evictions_total', {
+        cache: 'tenants',
+        namespace: 'small',
+      }),
+    ).toBe(4)
+    expect(
+      valueOf(later, 'flowcache_namespace_misses_total', { cache: 'tenants', namespace: 'small' }),
+    ).toBe(3)
+    metrics.close()
+    expect(registry.getMetricsAsArray()).toHaveLength(0)
+  })
+
   it('checks its arguments before registering anything', () => {
     const registry = new Registry()
     const cache = createCache()

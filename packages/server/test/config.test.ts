@@ -158,7 +158,7 @@ describe('loadConfig', () => {
         ),
         expect.stringMatching(/^flowcache\.yaml:9:3 flows\.tenant: must be 1-100 letters/),
         expect.stringMatching(
-          /^flowcache\.yaml:10:1 extra: is not a field here \(known: cache, server, flows\)/,
+          /^flowcache\.yaml:10:1 extra: is not a field here \(known: cache, server, flows, quotas\)/,
         ),
       ]),
     )
@@ -228,6 +228,89 @@ describe('loadConfig', () => {
     expect(() => storeOverrides('mysql://x')).toThrow(ConfigError)
   })
 
+  it('reads the user-cache limit and per-namespace quotas, and FLOWCACHE_USER_CACHE_LIMIT_MB overrides the file', async () => {
+    const cwd = await configDir(
+      'quotas',
+      [
+        'cache:',
+        '  type: memory',
+        '  user_cache_limit_mb: 30',
+        'quotas:',
+        '  "tenant:acme":',
+        '    max_memory_mb: 100',
+        '  reports:',
+        '    max_entries: 5000',
+        '    max_memory_mb: 8',
+        '',
+      ].join('\n'),
+    )
+    const config = await loadConfig({ env: {}, cwd, exampleFlowsDir: null })
+    expect(config.cache.userCacheLimitMb).toBe(30)
+    expect(config.cache.quotas).toEqual({
+      'tenant:acme': { maxMemoryMb: 100 },
+      reports: { maxEntries: 5000, maxMemoryMb: 8 },
+    })
+    const fromEnv = await loadConfig({
+      env: { FLOWCACHE_USER_CACHE_LIMIT_MB: '12' },
+      cwd,
+      exampleFlowsDir: null,
+    })
+    expect(fromEnv.cache.userCacheLimitMb).toBe(12)
+    const envOnly = await loadConfig({
+      env: { FLOWCACHE_USER_CACHE_LIMIT_MB: '7', FLOWCACHE_CACHE_TYPE: 'memory' },
+      cwd: dir,
+      exampleFlowsDir: null,
+    })
+    expect(envOnly.cache.userCacheLimitMb).toBe(7)
+    expect(envOnly.cache.quotas).toBeUndefined()
+  })
+
+  it('names the field of a bad quota, in the file and in the environment', async () => {
+    const cwd = await configDir(
+      'bad-quotas',
+      [
+        'cache:',
+        '  user_cache_limit_mb: 0',
+        'quotas:',
+        '  acme:',
+        '    max_memory_mb: "lots"',
+        '  empty: {}',
+        '  other:',
+        '    max_bytes: 5',
+        '',
+      ].join('\n'),
+    )
+    const error = await configError(loadConfig({ env: {}, cwd }))
+    const lines = error.message
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim())
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        'flowcache.yaml:2:3 cache.user_cache_limit_mb: must be an integer from 1 to 1000000; got number 0',
+        "flowcache.yaml:5:5 quotas.acme.max_memory_mb: must be an integer from 1 to 1000000; got 'lots'",
+        'flowcache.yaml:6:3 quotas.empty: must give max_memory_mb, max_entries or both',
+        expect.stringMatching(
+          /^flowcache\.yaml:8:5 quotas\.other\.max_bytes: is not a field here \(known: max_memory_mb, max_entries\)/,
+        ),
+      ]),
+    )
+    const fromEnv = await configError(
+      loadConfig({ env: { FLOWCACHE_USER_CACHE_LIMIT_MB: '30MB' }, cwd: dir }),
+    )
+    expect(fromEnv.issues).toEqual([
+      {
+        source: 'FLOWCACHE_USER_CACHE_LIMIT_MB',
+        path: 'cache.user_cache_limit_mb',
+        message: "must be an integer from 1 to 1000000; got '30MB'",
+      },
+    ])
+    const notMapping = await configDir('quotas-list', 'quotas:\n  - acme\n')
+    expect((await configError(loadConfig({ env: {}, cwd: notMapping }))).message).toMatch(
+      /quotas: must be a mapping of namespace name/,
+    )
+  })
+
   it('keeps the cache in memory when flowgen says enabled: false', async () => {
     const cwd = await configDir('disabled', 'cache:\n  enabled: false\n  type: nats\n')
     const config = await loadConfig({ env: {}, cwd, exampleFlowsDir: null })
@@ -288,6 +371,41 @@ describe('createCacheFromConfig', () => {
     )
     expect(memory.store.name).toBe('memory')
     await memory.close()
+  })
+
+  it('gives every top-level namespace the user-cache limit, and a configured namespace its own quota', async () => {
+    const cwd = await configDir(
+      'quota-cache',
+      [
+        'cache:',
+        '  type: memory',
+        '  user_cache_limit_mb: 1',
+        'quotas:',
+        '  big:',
+        '    max_memory_mb: 4',
+        '  few:',
+        '    max_entries: 3',
+        '',
+      ].join('\n'),
+    )
+    const cache = await createCacheFromConfig(
+      await loadConfig({ env: {}, cwd, exampleFlowsDir: null }),
+    )
+    const MIB = 1024 * 1024
+    expect((await cache.namespace('tenant:x').namespaceStats()).quota).toEqual({ maxBytes: MIB })
+    expect((await cache.namespace('big').namespaceStats()).quota).toEqual({ maxBytes: 4 * MIB })
+    // A field the override does not give keeps the default's.
+    expect((await cache.namespace('few').namespaceStats()).quota).toEqual({
+      maxBytes: MIB,
+      maxEntries: 3,
+    })
+    const tenant = cache.namespace('tenant:y')
+    const value = 'v'.repeat(100 * 1024)
+    for (let i = 0; i < 20; i++) await tenant.set(`k${i}`, value)
+    const usage = await tenant.namespaceStats()
+    expect(usage.bytes).toBeLessThanOrEqual(MIB)
+    expect(usage.evictions).toBeGreaterThan(0)
+    await cache.close()
   })
 
   it('reports an unreadable NATS credentials file', async () => {

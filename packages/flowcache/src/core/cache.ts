@@ -46,6 +46,15 @@ import {
 } from './get-or-set.js'
 import { memoize, type Memoized, type MemoizeOptions } from './memoize.js'
 import { StatsRecorder, type CacheStats } from './stats.js'
+import {
+  checkSampleEvery,
+  checkSlots,
+  checkTop,
+  NamespaceTracker,
+  type NamespaceStats,
+  type NamespaceStatsOptions,
+} from './namespace-stats.js'
+import { quotaFor, resolveQuotas, type QuotasOptions, type ResolvedQuotas } from './quotas.js'
 import { closeWatches, startWatch, type CacheWatch } from './watch.js'
 import { FallbackStore, type FallbackMode } from '../tiers/fallback.js'
 import { L1Tier, type L1Options } from '../tiers/l1.js'
@@ -73,7 +82,7 @@ import {
 } from '../patterns/write-behind.js'
 import { WriteThroughWriter } from '../patterns/write-through.js'
 import type { Codec } from '../types/codec.js'
-import type { Revision, Store, StoreEntry } from '../types/store.js'
+import type { QuotaLimits, QuotaUsage, Revision, Store, StoreEntry } from '../types/store.js'
 
 /** Options of {@link createCache}. */
 export interface CacheOptions {
@@ -113,6 +122,23 @@ export interface CacheOptions {
    * them off for this cache. @default true
    */
   tracing?: boolean
+  /**
+   * Namespace quotas set by configuration: `default` is the allocation every top-level namespace
+   * (tenant) gets unless it has an entry in `namespaces` or gives limits to `namespace()`
+   * itself. Needs a store with quotas. See docs/quotas.md. @default none
+   */
+  quotas?: QuotasOptions
+  /**
+   * Slots of the most-accessed-keys counter of each tracked namespace (1 to 10 000): keys read
+   * more often than 1 / slots of the namespace's reads are always found. @default 64
+   */
+  topKeySlots?: number
+  /**
+   * One read in this many (on average, at random) of a tracked namespace feeds its
+   * most-accessed-keys counter; hits and misses count every read. `1` records every read (exact
+   * counts, the highest cost). @default 8
+   */
+  topKeySampleEvery?: number
 }
 
 /** Options of {@link Cache.namespace}. */
@@ -123,6 +149,11 @@ export interface NamespaceOptions {
   maxEntries?: number
   /** Most encoded bytes of user entries in this namespace (children included); a soft limit. */
   maxBytes?: number
+  /**
+   * Count this namespace's reads (hits, misses, most-accessed keys) for `namespaceStats()` and
+   * the per-namespace metrics. Namespaces with a quota are tracked anyway. @default false
+   */
+  trackStats?: boolean
 }
 
 /** Options of a write. */
@@ -235,6 +266,17 @@ interface Core {
   readonly writeBehind: WriteBehindRegistry
   readonly getOrSet: GetOrSetState
   readonly healthSince: number
+  /** Prefix of the root cache. */
+  readonly rootPrefix: string
+  readonly quotas: ResolvedQuotas
+  readonly topKeySlots: number
+  readonly topKeySampleEvery: number
+  /** Tracked namespaces by prefix. */
+  readonly trackers: Map<string, NamespaceTracker>
+  /** Bumped whenever a namespace starts being tracked, so views look their trackers up again. */
+  trackerGeneration: number
+  /** Quotas this process set, by prefix, so opening a view again does not set them again. */
+  readonly quotasSet: Map<string, string>
   closed: boolean
   closing: Promise<void> | undefined
 }
@@ -262,6 +304,11 @@ export class Cache {
   #getOrSetHost: GetOrSetHost | undefined
   #rateLimits: RateLimiter | undefined
   #links: Links | undefined
+  /** Trackers of this namespace and of the tracked namespaces above it, as of `#trackedAt`. */
+  #trackers: ViewTracker[] = []
+  #trackedAt = 0
+  /** Whether `#trackers` is not empty: the read paths check this and `#trackedAt` only. */
+  #tracking = false
 
   /** @internal use {@link createCache} */
   constructor(
@@ -414,10 +461,42 @@ export class Cache {
     if (observed) this.#report('get', start, value === undefined ? 'miss' : 'hit')
     if (value === undefined) {
       core.stats.misses++
+      if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, false)
       return defaultValue
     }
     core.stats.hits++
+    if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, true)
     return value as T
+  }
+
+  /** Counts a read of `key` in the tracked namespaces this view belongs to. */
+  #track(key: string, hit: boolean): void {
+    const core = this.#core
+    if (this.#trackedAt !== core.trackerGeneration) {
+      this.#trackers = this.#findTrackers()
+      this.#tracking = this.#trackers.length > 0
+      this.#trackedAt = core.trackerGeneration
+    }
+    const trackers = this.#trackers
+    for (let i = 0; i < trackers.length; i++) {
+      const view = trackers[i] as ViewTracker
+      view.tracker.record(key, view.below, view.belowId, hit)
+    }
+  }
+
+  /** The trackers of this namespace and of those above it, with this view's path below each. */
+  #findTrackers(): ViewTracker[] {
+    const core = this.#core
+    const found: ViewTracker[] = []
+    let prefix = core.rootPrefix
+    for (let depth = 0; depth < this.#path.length; depth++) {
+      prefix = childPrefix(prefix, this.#path[depth] as string, core.limits.maxKeyBytes)
+      const tracker = core.trackers.get(prefix)
+      if (tracker === undefined) continue
+      const below = this.#path.slice(depth + 1)
+      found.push({ tracker, below, belowId: below.join('\u0000') })
+    }
+    return found
   }
 
   /** Reads from the store (not L1), decodes, and keeps the value in L1 when there is one. */
@@ -775,6 +854,9 @@ export class Cache {
       if (value === undefined) core.stats.misses++
       else core.stats.hits++
     }
+    if (this.#tracking || this.#trackedAt !== core.trackerGeneration) {
+      for (const [i, key] of keys.entries()) this.#track(key, values[i] !== undefined)
+    }
     return values as Array<T | undefined>
   }
 
@@ -1006,9 +1088,11 @@ export class Cache {
     )
     if (entry === undefined) {
       core.stats.misses++
+      if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, false)
       return undefined
     }
     core.stats.hits++
+    if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, true)
     return {
       value: core.codec.decode(entry.value) as T,
       revision: entry.revision,
@@ -1128,9 +1212,11 @@ export class Cache {
         const entry = await this.#call('get', () => core.store.get(storeKey))
         if (entry === undefined) {
           core.stats.misses++
+          if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, false)
           return undefined
         }
         core.stats.hits++
+        if (this.#tracking || this.#trackedAt !== core.trackerGeneration) this.#track(key, true)
         return { value: core.codec.decode(entry.value), expiresAt: entry.expiresAt }
       },
       reread: async (storeKey) => {
@@ -1170,6 +1256,9 @@ export class Cache {
    * A view of the namespace `name` inside this one: its keys are separate from every other
    * namespace's, whatever characters either uses. Views nest. `maxEntries` / `maxBytes` give it
    * a quota: when it is over, its own least recently used entries are evicted, never another's.
+   * A top-level namespace also gets the `quotas` of `createCache` (its override, else the
+   * default), field by field under the limits given here. `trackStats` counts its reads for
+   * {@link Cache.namespaceStats}; namespaces with a quota are always tracked.
    */
   namespace(name: string, options: NamespaceOptions = {}): Cache {
     const core = this.#open()
@@ -1178,28 +1267,125 @@ export class Cache {
       options.defaultTtl === undefined
         ? this.#defaultTtlMs
         : checkTtl(options.defaultTtl, core.limits, 'defaultTtl')
-    if (options.maxEntries !== undefined || options.maxBytes !== undefined) {
-      const store = core.store
-      if (store.setQuota === undefined || !store.capabilities.quotas) {
-        throw InvalidArgumentError.format(
-          'maxEntries/maxBytes',
-          `need a store with namespace quotas; the ${core.store.name} store has none`,
-        )
-      }
-      const limits: { maxEntries?: number; maxBytes?: number } = {}
-      if (options.maxEntries !== undefined) limits.maxEntries = options.maxEntries
-      if (options.maxBytes !== undefined) limits.maxBytes = options.maxBytes
-      const recorded = store.setQuota(prefix, limits)
-      if (recorded instanceof Promise) {
-        recorded.catch((error: unknown) => {
-          core.logger.warn('flowcache: could not record a namespace quota in the store', {
-            prefix,
-            error: error instanceof Error ? error.message : String(error),
-          })
+    const trackStats = options.trackStats ?? false
+    if (typeof trackStats !== 'boolean') {
+      throw InvalidArgumentError.format(
+        'trackStats',
+        `must be true or false; got ${String(trackStats)}`,
+      )
+    }
+    const given: QuotaLimits = {}
+    if (options.maxEntries !== undefined) given.maxEntries = options.maxEntries
+    if (options.maxBytes !== undefined) given.maxBytes = options.maxBytes
+    const path = [...this.#path, name]
+    const limits = quotaFor(core.quotas, name, this.#path.length === 0, given)
+    if (limits !== undefined) this.#setQuota(prefix, limits)
+    if ((limits !== undefined || trackStats) && !core.trackers.has(prefix)) {
+      core.trackers.set(
+        prefix,
+        new NamespaceTracker(path, prefix, core.topKeySlots, core.topKeySampleEvery),
+      )
+      core.trackerGeneration++
+    }
+    const tracker = core.trackers.get(prefix)
+    if (tracker !== undefined && limits !== undefined) tracker.quota = limits
+    return new Cache(core, prefix, defaultTtlMs, path)
+  }
+
+  /** Sets the quota of `prefix` in the store, unless this process already set the same one. */
+  #setQuota(prefix: string, limits: QuotaLimits): void {
+    const core = this.#core
+    const store = core.store
+    if (store.setQuota === undefined || !store.capabilities.quotas) {
+      throw InvalidArgumentError.format(
+        'maxEntries/maxBytes',
+        `need a store with namespace quotas; the ${core.store.name} store has none`,
+      )
+    }
+    const id = `${limits.maxEntries ?? ''}/${limits.maxBytes ?? ''}`
+    if (core.quotasSet.get(prefix) === id) return
+    const recorded = store.setQuota(prefix, limits)
+    core.quotasSet.set(prefix, id)
+    if (recorded instanceof Promise) {
+      recorded.catch((error: unknown) => {
+        // Set it again the next time the namespace is opened.
+        if (core.quotasSet.get(prefix) === id) core.quotasSet.delete(prefix)
+        core.logger.warn('flowcache: could not record a namespace quota in the store', {
+          prefix,
+          error: error instanceof Error ? error.message : String(error),
         })
+      })
+    }
+  }
+
+  /**
+   * Statistics of this namespace (children included): entries, bytes and evictions as the store
+   * accounts its quota (`undefined` without a quota or when the store does not report usage),
+   * and, when the namespace is tracked (a quota, or `trackStats: true`), this process's hits,
+   * misses, hit ratio and most-read keys (`top`, default 10).
+   */
+  async namespaceStats(options: NamespaceStatsOptions = {}): Promise<NamespaceStats> {
+    const core = this.#open()
+    const top = checkTop(options.top)
+    if (this.#path.length === 0) {
+      throw InvalidArgumentError.format(
+        'namespaceStats',
+        'is for namespace views; call it on cache.namespace(name), or use stats() for the whole cache',
+      )
+    }
+    return this.#namespaceStatsOf(core.trackers.get(this.#prefix), this.#prefix, this.#path, top)
+  }
+
+  /**
+   * {@link Cache.namespaceStats} of every namespace this process tracks (those with a quota or
+   * `trackStats: true`), whichever view it is called on; what the per-namespace metrics read.
+   * A namespace whose usage the store cannot report now (unreachable) comes with `entries`,
+   * `bytes` and `evictions` undefined instead of failing the whole call.
+   */
+  async trackedNamespaceStats(options: NamespaceStatsOptions = {}): Promise<NamespaceStats[]> {
+    const core = this.#open()
+    const top = checkTop(options.top)
+    return Promise.all(
+      [...core.trackers.values()].map((tracker) =>
+        this.#namespaceStatsOf(tracker, tracker.prefix, tracker.path, top, true),
+      ),
+    )
+  }
+
+  async #namespaceStatsOf(
+    tracker: NamespaceTracker | undefined,
+    prefix: string,
+    path: readonly string[],
+    top: number,
+    tolerant = false,
+  ): Promise<NamespaceStats> {
+    const store = this.#core.store
+    const quota = tracker?.quota
+    let usage: QuotaUsage | undefined
+    if (quota !== undefined && store.quotaUsage !== undefined) {
+      try {
+        usage = await this.#call(
+          'quotaUsage',
+          () => store.quotaUsage?.(prefix) ?? Promise.resolve(undefined),
+        )
+      } catch (error) {
+        if (!tolerant) throw error
       }
     }
-    return new Cache(core, prefix, defaultTtlMs, [...this.#path, name])
+    const hits = tracker?.hits ?? 0
+    const misses = tracker?.misses ?? 0
+    return {
+      namespace: path,
+      tracked: tracker !== undefined,
+      quota: quota === undefined ? undefined : { ...quota },
+      entries: usage?.entries,
+      bytes: usage?.bytes,
+      evictions: usage?.evictions,
+      hits,
+      misses,
+      hitRatio: hits + misses === 0 ? 0 : hits / (hits + misses),
+      topKeys: tracker?.topKeys(top) ?? [],
+    }
   }
 
   /**
@@ -1435,6 +1621,13 @@ export class Cache {
   }
 }
 
+/** A tracked namespace as one view sees it: the path of the view below it. */
+interface ViewTracker {
+  readonly tracker: NamespaceTracker
+  readonly below: readonly string[]
+  readonly belowId: string
+}
+
 /** Outcome of a single-key read: `hit` when it found something. */
 function found(result: unknown): OperationOutcome {
   return result === undefined || result === false ? 'miss' : 'hit'
@@ -1454,6 +1647,9 @@ function positiveMs(value: number | undefined, name: string, fallback: number): 
  */
 export function createCache(options: CacheOptions = {}): Cache {
   const limits = resolveLimits(options.limits)
+  const quotas = resolveQuotas(options.quotas)
+  const topKeySlots = checkSlots(options.topKeySlots, 'topKeySlots')
+  const topKeySampleEvery = checkSampleEvery(options.topKeySampleEvery, 'topKeySampleEvery')
   const clock = options.clock ?? systemClock
   let codec = options.codec ?? jsonCodec
   const root = checkRoot(options.prefix ?? 'fc')
@@ -1504,6 +1700,15 @@ export function createCache(options: CacheOptions = {}): Cache {
     options.defaultTtl === undefined
       ? undefined
       : checkTtl(options.defaultTtl, limits, 'defaultTtl')
+  if (
+    (quotas.default !== undefined || quotas.namespaces.size > 0) &&
+    (store.setQuota === undefined || !store.capabilities.quotas)
+  ) {
+    throw InvalidArgumentError.format(
+      'quotas',
+      `need a store with namespace quotas; the ${store.name} store has none`,
+    )
+  }
   const l1 =
     options.l1 === undefined ? undefined : new L1Tier(given, codec, clock, logger, root, options.l1)
   tier.l1 = l1
@@ -1523,6 +1728,13 @@ export function createCache(options: CacheOptions = {}): Cache {
     writeBehind: new WriteBehindRegistry(),
     getOrSet: new GetOrSetState(),
     healthSince: clock.now(),
+    rootPrefix: rootPrefix(root),
+    quotas,
+    topKeySlots,
+    topKeySampleEvery,
+    trackers: new Map(),
+    trackerGeneration: 0,
+    quotasSet: new Map(),
     closed: false,
     closing: undefined,
   }

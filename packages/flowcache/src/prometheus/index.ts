@@ -17,6 +17,7 @@ import { Counter, Gauge, Histogram, register as defaultRegistry, type Registry }
 import type { Cache } from '../core/cache.js'
 import { channels, type ElectionEvent, type OperationEvent } from '../core/diagnostics.js'
 import type { CacheStats } from '../core/stats.js'
+import type { NamespaceStats } from '../core/namespace-stats.js'
 import { InvalidArgumentError } from '../errors.js'
 
 /** Options of {@link registerMetrics}. */
@@ -60,7 +61,15 @@ export const DEFAULT_BUCKETS: readonly number[] = [
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
 /** Label names the metrics use themselves. */
-const RESERVED_LABELS = new Set(['cache', 'operation', 'store', 'outcome', 'le', 'quantile'])
+const RESERVED_LABELS = new Set([
+  'cache',
+  'operation',
+  'store',
+  'outcome',
+  'namespace',
+  'le',
+  'quantile',
+])
 
 type Labels = Record<string, string>
 
@@ -74,6 +83,8 @@ interface Member {
   readonly elections: Map<string, Labels>
   /** `stats()` of the scrape in progress; dropped once the scrape's collects have run. */
   snapshot: CacheStats | undefined
+  /** Tracked namespaces' stats of the scrape in progress; dropped once it has settled. */
+  namespaces: Promise<NamespaceStats[]> | undefined
 }
 
 /** The metrics of one registry and prefix, shared by the caches registered there. */
@@ -271,6 +282,61 @@ const OUTCOME_METRICS = new Set([
   'write_behind_total',
 ])
 
+/** A per-namespace counter or gauge, read from `trackedNamespaceStats()` at scrape time. */
+interface NamespaceMetric {
+  kind: 'counter' | 'gauge'
+  name: string
+  help: string
+  read(stats: NamespaceStats): number | undefined
+}
+
+const NAMESPACE_METRICS: readonly NamespaceMetric[] = [
+  {
+    kind: 'gauge',
+    name: 'namespace_entries',
+    help: 'User entries of a namespace with a quota, as the store accounts them (shared by every process on a distributed store).',
+    read: (s) => s.entries,
+  },
+  {
+    kind: 'gauge',
+    name: 'namespace_bytes',
+    help: 'Encoded bytes of the user entries of a namespace with a quota, as the store accounts them.',
+    read: (s) => s.bytes,
+  },
+  {
+    kind: 'counter',
+    name: 'namespace_evictions_total',
+    help: "Entries a namespace's quota evicted since it was first set, as the store counts them.",
+    read: (s) => s.evictions,
+  },
+  {
+    kind: 'counter',
+    name: 'namespace_hits_total',
+    help: 'Reads in this process that found a value in a tracked namespace (a quota, or trackStats).',
+    read: (s) => s.hits,
+  },
+  {
+    kind: 'counter',
+    name: 'namespace_misses_total',
+    help: 'Reads in this process that found nothing in a tracked namespace.',
+    read: (s) => s.misses,
+  },
+]
+
+/** The member's tracked namespaces for the scrape in progress: one store round per cache and scrape. */
+function namespacesOf(member: Member): Promise<NamespaceStats[]> {
+  if (member.namespaces === undefined) {
+    const pending = member.cache.trackedNamespaceStats({ top: 0 })
+    member.namespaces = pending
+    // A registry starts every collect of one scrape at once: once this settles, it is over.
+    const done = (): void => {
+      if (member.namespaces === pending) member.namespaces = undefined
+    }
+    pending.then(done, done)
+  }
+  return member.namespaces
+}
+
 /** Whether a stat metric has an `outcome` label. */
 function hasOutcome(metric: StatMetric): boolean {
   return OUTCOME_METRICS.has(metric.name)
@@ -359,7 +425,7 @@ function createSet(
   const members = new Map<Cache, Member>()
   const metricNames: string[] = []
   const registers = [registry]
-  const suffixes = STAT_METRICS.map((stat) => stat.name)
+  const suffixes = [...STAT_METRICS, ...NAMESPACE_METRICS].map((stat) => stat.name)
   for (const suffix of [...suffixes, 'operation_duration_seconds', 'elections_total']) {
     if (registry.getSingleMetric(`${prefix}${suffix}`) !== undefined) {
       throw InvalidArgumentError.format(
@@ -406,6 +472,53 @@ function createSet(
             registers,
             collect() {
               fill(this)
+            },
+          }),
+    )
+  }
+  for (const stat of NAMESPACE_METRICS) {
+    const name = `${prefix}${stat.name}`
+    const fill = async (metric: Counter | Gauge): Promise<void> => {
+      const all = await Promise.all(
+        [...members.values()].map(async (member) => {
+          try {
+            return { member, namespaces: await namespacesOf(member) }
+          } catch {
+            // A closed cache or an unreachable store: its namespaces are left out of this scrape.
+            return { member, namespaces: [] }
+          }
+        }),
+      )
+      metric.reset()
+      for (const { member, namespaces } of all) {
+        for (const namespace of namespaces) {
+          const value = stat.read(namespace)
+          if (value === undefined) continue
+          const labels = { ...member.labels, namespace: namespace.namespace.join('/') }
+          if (metric instanceof Counter) metric.inc(labels, value)
+          else metric.set(labels, value)
+        }
+      }
+    }
+    const names = [...labelNames, 'namespace']
+    register(name, () =>
+      stat.kind === 'counter'
+        ? new Counter({
+            name,
+            help: stat.help,
+            labelNames: names,
+            registers,
+            async collect() {
+              await fill(this)
+            },
+          })
+        : new Gauge({
+            name,
+            help: stat.help,
+            labelNames: names,
+            registers,
+            async collect() {
+              await fill(this)
             },
           }),
     )
@@ -480,8 +593,11 @@ function createSet(
 /**
  * Reports `cache` (the cache `createCache` returned; its namespaces included) to a prom-client
  * registry: hits, misses, sets, deletes, evictions, expirations, entries, bytes, fallback state,
- * lock and rate-limit outcomes, elections, L1 figures when the cache has an L1 tier, and a
- * histogram of every call's duration per operation, store and outcome. Every series has the
+ * lock and rate-limit outcomes, elections, L1 figures when the cache has an L1 tier, a
+ * histogram of every call's duration per operation, store and outcome, and per-namespace
+ * entries, bytes, evictions, hits and misses (label `namespace`, the path joined with `/`) of
+ * the namespaces the cache tracks: those with a quota or `trackStats: true`, so the label's
+ * cardinality is what the application chose. Every series has the
  * label `cache` (`options.name`, default `'default'`) and `options.labels`. Throws
  * `InvalidArgumentError` for a bad option, a namespace view, a `name` already registered in that
  * registry with that prefix, or label names that differ from the caches registered before.
@@ -528,6 +644,7 @@ export function registerMetrics(cache: Cache, options: MetricsOptions = {}): Cac
     series: new Map(),
     elections: new Map(),
     snapshot: undefined,
+    namespaces: undefined,
   }
   set.members.set(cache, member)
   set.names.add(name)

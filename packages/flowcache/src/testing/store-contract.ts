@@ -1417,6 +1417,135 @@ function quotaTests(test: Declare): void {
       'no maxEntries left after the replacement',
     )
   })
+
+  const noUsage = (store: Store): NotApplicable =>
+    new NotApplicable(`${store.name} does not implement quotaUsage`)
+
+  test('quotaUsage counts the user entries and bytes under the prefix after writes, overwrites and deletes', async (h) => {
+    const store = h.store
+    if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
+    if (store.quotaUsage === undefined) return noUsage(store)
+    const [a, b] = [h.ns('a'), h.ns('b')]
+    assert.equal(await store.quotaUsage(a), undefined, 'no quota set on the prefix yet')
+    await store.set(h.user(a, 'before'), filled(40, 1))
+    await store.setQuota(a, { maxEntries: 100 })
+    const initial = await store.quotaUsage(a)
+    assert.ok(initial !== undefined, 'usage of a prefix with a quota')
+    assert.equal(initial.entries, 1, 'an entry written before the quota counts')
+    assert.ok(initial.bytes >= 40, `bytes ${initial.bytes} cover the 40-byte value`)
+    assert.equal(initial.evictions, 0, 'nothing evicted yet')
+    await store.set(h.system(a, KeyKind.lock, 'job'), filled(500, 2))
+    await store.set(h.user(b, 'other'), filled(500, 3))
+    await store.set(h.user(a, 'x'), filled(100, 4))
+    await store.set(h.user(a, 'y'), filled(100, 5))
+    const written = await store.quotaUsage(a)
+    assert.equal(written?.entries, 3, 'system keys and other prefixes do not count')
+    assert.ok(
+      written !== undefined && written.bytes >= 240 && written.bytes < 240 + 1000,
+      `bytes ${String(written?.bytes)} count the three values and nothing of the 500-byte others`,
+    )
+    await store.set(h.user(a, 'x'), filled(300, 6))
+    const grown = await store.quotaUsage(a)
+    assert.equal(grown?.entries, 3, 'an overwrite adds no entry')
+    assert.ok(
+      grown !== undefined && grown.bytes - written.bytes >= 150,
+      `an overwrite 200 bytes larger adds its bytes (${String(grown?.bytes)} after ${written.bytes})`,
+    )
+    await store.delete(h.user(a, 'x'))
+    await store.delete(h.user(a, 'y'))
+    await store.delete(h.user(a, 'before'))
+    const emptied = await store.quotaUsage(a)
+    assert.deepEqual(
+      emptied,
+      { entries: 0, bytes: 0, evictions: 0 },
+      'deleting every entry leaves nothing, and deletes are not evictions',
+    )
+  })
+
+  test('quotaUsage counts the entries the quota evicted', async (h) => {
+    const store = h.store
+    if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
+    if (store.quotaUsage === undefined) return noUsage(store)
+    const a = h.ns('a')
+    await store.setQuota(a, { maxEntries: 2 })
+    for (let i = 0; i < 7; i++) {
+      await store.set(h.user(a, `k${i}`), bytes('v'))
+      await h.tick()
+    }
+    const usage = await store.quotaUsage(a)
+    assert.equal(usage?.entries, 2, 'the quota keeps two entries')
+    assert.equal(usage?.evictions, 5, 'seven writes under a quota of two evict five')
+    // Setting the same quota again keeps the count: evictions count since it was first set.
+    await store.setQuota(a, { maxEntries: 2 })
+    assert.equal((await store.quotaUsage(a))?.evictions, 5, 'the count survives setQuota')
+  })
+
+  test('a key read between every few writes survives many quota evictions while cold keys go first (maxEntries)', async (h) => {
+    const store = h.store
+    if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
+    const a = h.ns('a')
+    const maxEntries = 5
+    await store.setQuota(a, { maxEntries })
+    const hot = h.user(a, 'hot')
+    await store.set(hot, bytes('hot'))
+    await h.tick()
+    const cold = Array.from({ length: 40 }, (_, i) => h.user(a, `cold${i}`))
+    for (const [i, key] of cold.entries()) {
+      await store.set(key, bytes('cold'))
+      await h.tick()
+      if (i % 3 === 2) {
+        assertEntry(await store.get(hot), bytes('hot'), `hot key after ${i + 1} cold writes`)
+        await h.tick()
+      }
+    }
+    const live = await userKeysUnder(store, a)
+    assert.ok(live.includes(hot), 'the hot key survives')
+    assert.equal(live.length, maxEntries, 'the quota holds')
+    assert.deepEqual(
+      sorted(live.filter((key) => key !== hot)),
+      sorted(cold.slice(-(maxEntries - 1))),
+      'the cold keys left are the most recently written ones',
+    )
+    if (store.quotaUsage !== undefined) {
+      assert.equal(
+        (await store.quotaUsage(a))?.evictions,
+        cold.length + 1 - maxEntries,
+        'every eviction was of a cold key',
+      )
+    }
+  })
+
+  test('a key read between every few writes survives many quota evictions while cold keys go first (maxBytes)', async (h) => {
+    const store = h.store
+    if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
+    const a = h.ns('a')
+    const maxBytes = 2000
+    await store.setQuota(a, { maxBytes })
+    const hot = h.user(a, 'hot')
+    await store.set(hot, filled(300, 1))
+    await h.tick()
+    const cold = Array.from({ length: 30 }, (_, i) => h.user(a, `cold${i}`))
+    for (const [i, key] of cold.entries()) {
+      await store.set(key, filled(300, 2))
+      await h.tick()
+      if (i % 2 === 1) {
+        assertEntry(await store.get(hot), filled(300, 1), `hot key after ${i + 1} cold writes`)
+        await h.tick()
+      }
+    }
+    const live = await userKeysUnder(store, a)
+    assert.ok(live.includes(hot), 'the hot key survives')
+    assert.ok((await valueBytes(store, live)) <= maxBytes, 'the quota holds')
+    assert.ok(live.includes(cold.at(-1) as string), 'the newest cold key stays')
+    assert.ok(!live.includes(cold[0] as string), 'the oldest cold key goes')
+    for (const key of live) {
+      if (key === hot) continue
+      assert.ok(
+        cold.indexOf(key) >= cold.length - live.length,
+        `${key} is among the most recently written cold keys`,
+      )
+    }
+  })
 }
 
 function pruneTests(test: Declare): void {

@@ -16,6 +16,7 @@ import { memoryStore } from '../stores/memory/index.js'
 import type { Codec } from '../types/codec.js'
 import type {
   QuotaLimits,
+  QuotaUsage,
   Revision,
   Store,
   StoreCapabilities,
@@ -54,6 +55,8 @@ export class FallbackStore implements Store {
   #state: State = 'starting'
   #active: Store
   #memory: Store | undefined
+  /** Quotas set so far, applied to every new memory fallback too. */
+  readonly #quotas = new Map<string, QuotaLimits>()
   #reason: string | undefined
   #since: number
   #activations = 0
@@ -141,7 +144,9 @@ export class FallbackStore implements Store {
   }
 
   #enterFallback(reason: string): void {
-    this.#memory = memoryStore({ clock: this.#options.clock })
+    const memory = memoryStore({ clock: this.#options.clock })
+    for (const [prefix, limits] of this.#quotas) memory.setQuota(prefix, limits)
+    this.#memory = memory
     this.#active = this.#memory
     this.#state = 'fallback'
     this.#reason = reason
@@ -258,8 +263,21 @@ export class FallbackStore implements Store {
     return (await this.#target()).clear(prefix)
   }
 
-  setQuota(prefix: string, limits: QuotaLimits): void {
-    this.primary.setQuota?.(prefix, limits)
+  /**
+   * Sets the quota on the primary store and on the memory fallback (now and whenever a new one
+   * starts), so a namespace keeps its limits while the primary is unreachable. Returns what the
+   * primary returns: its promise when it records the quota asynchronously.
+   */
+  setQuota(prefix: string, limits: QuotaLimits): void | Promise<void> {
+    this.#quotas.set(prefix, { ...limits })
+    void this.#memory?.setQuota?.(prefix, limits)
+    return this.primary.setQuota?.(prefix, limits)
+  }
+
+  /** Usage of the quota on `prefix` in the store serving now (the memory fallback while active). */
+  async quotaUsage(prefix: string): Promise<QuotaUsage | undefined> {
+    const target = await this.#target()
+    return target.quotaUsage?.(prefix)
   }
 
   now(): number {

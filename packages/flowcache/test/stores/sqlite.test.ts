@@ -190,6 +190,31 @@ describe('sqlite store: persistence', () => {
   })
 })
 
+// ---- quota usage shared through the file ---------------------------------------------------------
+
+describe('sqlite store: quota usage', () => {
+  it('every store on one file reports the same entries, bytes and evictions of a quota', async () => {
+    const path = freshPath()
+    const clock = new ManualClock()
+    const tenant = childPrefix(ns, 'shared-quota', 1024)
+    const first = open({ path, clock })
+    const second = open({ path, clock })
+    first.setQuota(tenant, { maxEntries: 3 })
+    second.setQuota(tenant, { maxEntries: 3 })
+    for (let i = 0; i < 5; i++) {
+      await (i % 2 === 0 ? first : second).set(user(`k${i}`, tenant), bytes('v'))
+      clock.advance(1)
+    }
+    const fromFirst = await first.quotaUsage(tenant)
+    expect(fromFirst).toMatchObject({ entries: 3, evictions: 2 })
+    expect(await second.quotaUsage(tenant)).toEqual(fromFirst)
+    // A store that never set the quota reads it from the file too.
+    const third = open({ path, clock })
+    expect(await third.quotaUsage(tenant)).toEqual(fromFirst)
+    expect(await third.quotaUsage(childPrefix(ns, 'no-quota', 1024))).toBeUndefined()
+  })
+})
+
 // ---- opening bad files and bad options ----------------------------------------------------------
 
 describe('sqlite store: opening', () => {
@@ -225,6 +250,26 @@ describe('sqlite store: opening', () => {
     other.pragma('application_id = 12345')
     other.close()
     expectUnavailable(() => sqliteStore({ path: marked }), /another application/)
+  })
+
+  it('brings a version 1 file to the current version, keeping its entries and quota usage', async () => {
+    const path = freshPath()
+    const tenant = childPrefix(ns, 'tenant', 1024)
+    const first = open({ path })
+    first.setQuota(tenant, { maxEntries: 10 })
+    await first.set(user('a', tenant), bytes('a'))
+    await first.close()
+    // Version 1 had no quotas.evictions column.
+    const raw = new Database(path)
+    raw.exec('ALTER TABLE quotas DROP COLUMN evictions')
+    raw.pragma('user_version = 1')
+    raw.close()
+    const reopened = open({ path })
+    expect(await reopened.quotaUsage(tenant)).toMatchObject({ entries: 1, evictions: 0 })
+    await reopened.close()
+    const check = new Database(path)
+    expect(check.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION)
+    check.close()
   })
 
   it('refuses a file written by a newer schema version', async () => {

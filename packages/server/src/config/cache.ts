@@ -114,7 +114,8 @@ async function storeOf(cache: ResolvedCacheConfig): Promise<Store | undefined> {
 
 /**
  * Creates the cache `config.cache` describes: its store (memory, SQLite at `cache.path`, Redis
- * or NATS), prefix, start-up fallback and L1 tier. Resolves without waiting for the store: call
+ * or NATS), prefix, start-up fallback, L1 tier and namespace quotas (`user_cache_limit_mb` as
+ * every top-level namespace's default allocation, `quotas:` per namespace). Resolves without waiting for the store: call
  * `cache.ready()` to wait for the connection (with `fallback: 'fail'` it rejects when the store
  * is unreachable). Rejects with `ConfigError` when the NATS credentials file cannot be read,
  * and with `InvalidArgumentError` when the store refuses an option. Close the cache when done.
@@ -129,6 +130,23 @@ export async function createCacheFromConfig(
   if (store !== undefined) cacheOptions.store = store
   if (cache.prefix !== undefined) cacheOptions.prefix = cache.prefix
   if (options.logger !== undefined) cacheOptions.logger = options.logger
+  const namespaces = Object.entries(cache.quotas ?? {})
+  if (cache.userCacheLimitMb !== undefined || namespaces.length > 0) {
+    cacheOptions.quotas = {
+      ...(cache.userCacheLimitMb === undefined
+        ? {}
+        : { default: { maxBytes: cache.userCacheLimitMb * MIB } }),
+      namespaces: Object.fromEntries(
+        namespaces.map(([name, quota]) => [
+          name,
+          {
+            ...(quota.maxEntries === undefined ? {} : { maxEntries: quota.maxEntries }),
+            ...(quota.maxMemoryMb === undefined ? {} : { maxBytes: quota.maxMemoryMb * MIB }),
+          },
+        ]),
+      ),
+    }
+  }
   if (cache.l1 !== undefined) {
     cacheOptions.l1 = {
       ...(cache.l1.maxEntries === undefined ? {} : { maxEntries: cache.l1.maxEntries }),

@@ -51,6 +51,11 @@ export const ENV_VARIABLES: readonly EnvVariable[] = [
   { name: 'FLOWCACHE_CACHE_HISTORY', path: ['cache', 'history'], kind: 'integer' },
   { name: 'FLOWCACHE_CACHE_MAX_ENTRIES', path: ['cache', 'max_entries'], kind: 'integer' },
   { name: 'FLOWCACHE_CACHE_MAX_MEMORY_MB', path: ['cache', 'max_memory_mb'], kind: 'integer' },
+  {
+    name: 'FLOWCACHE_USER_CACHE_LIMIT_MB',
+    path: ['cache', 'user_cache_limit_mb'],
+    kind: 'integer',
+  },
   { name: 'FLOWCACHE_NATS_CREDENTIALS', path: ['cache', 'credentials_path'], kind: 'string' },
   { name: 'FLOWCACHE_NATS_BUCKET', path: ['cache', 'db_name'], kind: 'string' },
   { name: 'FLOWCACHE_NATS_TOMBSTONE_TTL', path: ['cache', 'tombstone_ttl'], kind: 'string' },
@@ -219,13 +224,13 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Resol
           {
             source: `${found.shown}:1:1`,
             path: '',
-            message: 'must be a mapping with cache, server and flows blocks',
+            message: 'must be a mapping with cache, server, flows and quotas blocks',
           },
         ])
       }
       raw = content as Record<string, unknown>
     }
-    for (const block of ['cache', 'server', 'flows']) {
+    for (const block of ['cache', 'server', 'flows', 'quotas']) {
       if (raw[block] === null) delete raw[block]
     }
   }
@@ -354,6 +359,17 @@ async function resolveConfig(
     }
   }
   if (cache.history !== undefined) out.history = cache.history
+  if (cache.user_cache_limit_mb !== undefined) out.userCacheLimitMb = cache.user_cache_limit_mb
+  if (input.quotas !== undefined) {
+    const quotas: NonNullable<typeof out.quotas> = {}
+    for (const [name, quota] of Object.entries(input.quotas)) {
+      quotas[name] = {
+        ...(quota.max_memory_mb === undefined ? {} : { maxMemoryMb: quota.max_memory_mb }),
+        ...(quota.max_entries === undefined ? {} : { maxEntries: quota.max_entries }),
+      }
+    }
+    out.quotas = quotas
+  }
   if (cache.prefix !== undefined) out.prefix = cache.prefix
   for (const [field, value] of [
     ['max_entries', cache.max_entries],

@@ -91,6 +91,7 @@ const cacheSchema = strict({
   fallback: z.enum(['memory', 'fail'], { error: expected('must be memory or fail') }).optional(),
   max_entries: integer(1, 100_000_000).optional(),
   max_memory_mb: integer(1, 1_000_000).optional(),
+  user_cache_limit_mb: integer(1, 1_000_000).optional(),
   l1: l1Schema.optional(),
   prefix: z
     .string({ error: expected('must be a string') })
@@ -121,11 +122,27 @@ const flowsSchema = strict({
     .optional(),
 })
 
+/** One namespace's quota under `quotas:`. */
+const quotaSchema = strict({
+  max_memory_mb: integer(1, 1_000_000).optional(),
+  max_entries: integer(1, 100_000_000).optional(),
+}).refine((quota) => quota.max_memory_mb !== undefined || quota.max_entries !== undefined, {
+  error: 'must give max_memory_mb, max_entries or both',
+})
+
+/** `quotas:`: top-level namespace name → its quota. */
+const quotasSchema = z.record(
+  z.string().min(1, { error: 'must be a namespace name, not empty' }),
+  quotaSchema,
+  { error: expected('must be a mapping of namespace name → { max_memory_mb, max_entries }') },
+)
+
 /** The whole file. */
 export const configSchema = strict({
   cache: cacheSchema.optional(),
   server: serverSchema.optional(),
   flows: flowsSchema.optional(),
+  quotas: quotasSchema.optional(),
 })
 
 /** The file as validated (durations and sizes already parsed). */

@@ -33,6 +33,14 @@ export interface ResolvedCacheConfig {
   maxEntries?: number
   /** Soft limit, in MiB, on the bytes of a memory or SQLite store. @default the store's (32 MiB memory, 256 MiB SQLite) */
   maxMemoryMb?: number
+  /**
+   * Allocation, in MiB, of each top-level namespace (tenant, app) that has no entry in
+   * `quotas`: its least recently used user entries are evicted beyond it (Enfyra's
+   * `REDIS_USER_CACHE_LIMIT_MB`). `undefined`: no default allocation.
+   */
+  userCacheLimitMb?: number
+  /** Quotas of particular top-level namespaces, by name; each replaces the default field by field. */
+  quotas?: Record<string, { maxMemoryMb?: number; maxEntries?: number }>
   /** In-process tier over a Redis or NATS store; `undefined` when off. */
   l1?: {
     /** @default 10 000 */

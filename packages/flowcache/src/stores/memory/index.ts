@@ -21,6 +21,7 @@ import type { Codec } from '../../types/codec.js'
 import type {
   LocalAccess,
   QuotaLimits,
+  QuotaUsage,
   Revision,
   Store,
   StoreCapabilities,
@@ -101,6 +102,8 @@ interface LoggedVersion {
 class QuotaState {
   entries = 0
   bytes = 0
+  /** Entries this quota evicted since it was first set. */
+  evictions = 0
   /** User entries under the prefix, least recently used first (exact LRU). */
   readonly order = new Map<string, Entry>()
   /** Where eviction of this quota resumes; see `MemoryStore.#hand`. */
@@ -369,6 +372,17 @@ export class MemoryStore implements Store {
       quota.bytes += entry.size
     }
     this.#enforceQuota(quota)
+  }
+
+  /**
+   * Entries, bytes and evictions of the quota on `prefix`; `undefined` when none is set. Entries
+   * past their deadline count until a read or the sweep removes them.
+   */
+  async quotaUsage(prefix: string): Promise<QuotaUsage | undefined> {
+    this.#checkOpen()
+    const quota = this.#quotas.get(prefix)
+    if (quota === undefined) return undefined
+    return { entries: quota.entries, bytes: quota.bytes, evictions: quota.evictions }
   }
 
   async prune(): Promise<number> {
@@ -655,23 +669,25 @@ export class MemoryStore implements Store {
         if (next.done === true) return
       }
       const [key, entry] = next.value
-      this.#evict(key, entry)
+      if (this.#evict(key, entry)) quota.evictions++
     }
   }
 
-  #evict(key: string, entry: Entry): void {
+  /** Removes a user entry for a limit; false when it had expired (counted as an expiration). */
+  #evict(key: string, entry: Entry): boolean {
     this.#remove(key, entry)
     const now = this.#clock.now()
     if (entry.expiresAt !== 0 && entry.expiresAt <= now) {
       this.#expirations++
       this.#changed('expire', key, entry)
-      return
+      return false
     }
     this.#evictions++
     reportEviction({ store: this.name, count: 1, key })
     // Eviction forgets the key, history included; watchers see it go as a delete.
     this.#forget(key)
     if (this.#watchers.active) this.#notify('delete', key, entry, now)
+    return true
   }
 
   // ---- history and watch ------------------------------------------------------------------------

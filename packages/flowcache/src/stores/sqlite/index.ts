@@ -36,6 +36,7 @@ import {
 import type { Codec } from '../../types/codec.js'
 import type {
   QuotaLimits,
+  QuotaUsage,
   Revision,
   Store,
   StoreCapabilities,
@@ -570,6 +571,19 @@ export class SqliteStore implements Store {
     })
   }
 
+  /**
+   * Entries, bytes and evictions of the quota on `prefix`, as kept in the file: every process
+   * sharing it reports the same numbers. `undefined` when no quota was ever set on `prefix` in
+   * this file. Entries past their deadline count until the sweep removes them.
+   */
+  async quotaUsage(prefix: string): Promise<QuotaUsage | undefined> {
+    return this.#guard('quotaUsage', () => {
+      const row = this.#sql.quotaRow.get(prefix)
+      if (row === undefined) return undefined
+      return { entries: row.entries, bytes: row.bytes, evictions: row.evictions }
+    })
+  }
+
   // ---- history and watch ------------------------------------------------------------------------
 
   /**
@@ -871,18 +885,21 @@ export class SqliteStore implements Store {
     const usage: UsageRow | undefined = this.#sql.quotaUsage.get(quota.prefix)
     if (usage === undefined) return
     const over = (): boolean => usage.entries > quota.maxEntries || usage.bytes > quota.maxBytes
+    let evicted = 0
     while (over()) {
       if (quota.next >= quota.candidates.length) {
         quota.candidates = this.#sql.rangeVictims.all({ ...quota.range, limit: VICTIM_BATCH })
         quota.next = 0
-        if (quota.candidates.length === 0) return
+        if (quota.candidates.length === 0) break
       }
       const candidate = quota.candidates[quota.next++] as VictimRow
       const current = this.#sql.candidate.get(candidate.key)
       // Gone, rewritten or read since the query: no longer a candidate.
       if (current === undefined || current.used_at !== candidate.used_at) continue
-      this.#evict({ ...current, key: candidate.key }, usage, now)
+      if (this.#evict({ ...current, key: candidate.key }, usage, now)) evicted++
     }
+    // Kept in the file, in this transaction: every process sharing it counts the same evictions.
+    if (evicted > 0) this.#sql.countEvictions.run({ prefix: quota.prefix, count: evicted })
   }
 
   /** Candidates to fetch: the entry excess in one query; a byte excess a small batch at a time. */
@@ -890,7 +907,8 @@ export class SqliteStore implements Store {
     return Math.min(VICTIM_BATCH, Math.max(usage.entries - maxEntries, 16))
   }
 
-  #evict(victim: VictimRow, usage: UsageRow, now: number): void {
+  /** Deletes a user entry for a limit; false when it had expired (counted as an expiration). */
+  #evict(victim: VictimRow, usage: UsageRow, now: number): boolean {
     this.#sql.deleteKey.run(victim.key)
     usage.entries--
     usage.bytes -= victim.size
@@ -909,6 +927,7 @@ export class SqliteStore implements Store {
         at: expired ? (victim.expires_at as number) : now,
       })
     }
+    return !expired
   }
 
   /** Deletes expired rows in batches of their own transaction, up to `budget`; returns how many. */

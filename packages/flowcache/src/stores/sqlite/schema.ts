@@ -10,13 +10,13 @@ import type BetterSqlite3 from 'better-sqlite3'
 import { StoreUnavailableError } from '../../errors.js'
 
 /** Schema version this code reads and writes, kept in `PRAGMA user_version`. */
-export const SCHEMA_VERSION = 1
+export const SCHEMA_VERSION = 2
 
 /** `PRAGMA application_id` of flowcache files: the ASCII bytes `fcSQ`. */
 export const APPLICATION_ID = 0x66635351
 
 /**
- * Version 1.
+ * Version 2 (a new file gets it directly).
  *
  * - `meta` is one row: the revision counter and running totals, so that `stats()` and the
  *   global `maxEntries` / `maxBytes` checks read one row instead of scanning. The counter lives
@@ -32,7 +32,7 @@ export const APPLICATION_ID = 0x66635351
  *   entries without a TTL and system keys cost nothing in them.
  * - `size` is the value's bytes plus the key's length (keys are ASCII), as in the memory store.
  */
-const SCHEMA_V1 = `
+const SCHEMA = `
 CREATE TABLE meta (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   revision INTEGER NOT NULL,
@@ -47,7 +47,8 @@ CREATE TABLE quotas (
   prefix TEXT PRIMARY KEY NOT NULL,
   hi TEXT NOT NULL,
   entries INTEGER NOT NULL,
-  bytes INTEGER NOT NULL
+  bytes INTEGER NOT NULL,
+  evictions INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE entries (
@@ -93,6 +94,12 @@ END;
 `
 
 /**
+ * Version 1 → 2: `quotas.evictions` counts the entries each quota evicted, in the file, so every
+ * process sharing it reports the same number. Version 1 files start from 0.
+ */
+const MIGRATE_V1_V2 = `ALTER TABLE quotas ADD COLUMN evictions INTEGER NOT NULL DEFAULT 0;`
+
+/**
  * Creates the schema in an empty file, or checks that an existing file is a flowcache store of a
  * version this code can use. Runs in one immediate transaction, so two processes opening a new
  * file at once cannot both create it.
@@ -121,6 +128,16 @@ export function prepareSchema(db: BetterSqlite3.Database, path: string): void {
       }
       return
     }
+    if (version === 1) {
+      if (applicationId !== APPLICATION_ID) {
+        throw new StoreUnavailableError(
+          `${path} has user_version ${version} but is not marked as a flowcache file; point the sqlite store at a file of its own`,
+        )
+      }
+      db.exec(MIGRATE_V1_V2)
+      db.pragma(`user_version = ${SCHEMA_VERSION}`)
+      return
+    }
     // Version 0: a new file. Refuse one that already holds tables: it belongs to someone else.
     const tables = db
       .prepare<[], { name: string }>(
@@ -135,7 +152,7 @@ export function prepareSchema(db: BetterSqlite3.Database, path: string): void {
           .join(', ')}); point the sqlite store at a file of its own`,
       )
     }
-    db.exec(SCHEMA_V1)
+    db.exec(SCHEMA)
     db.pragma(`application_id = ${APPLICATION_ID}`)
     db.pragma(`user_version = ${SCHEMA_VERSION}`)
   }).immediate()

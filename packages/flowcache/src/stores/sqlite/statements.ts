@@ -49,6 +49,11 @@ export interface UsageRow {
   bytes: number
 }
 
+/** A quota's row: usage and the entries it evicted. */
+export interface QuotaRow extends UsageRow {
+  evictions: number
+}
+
 /** Parameters of a prefix range. */
 export interface RangeParams {
   lo: string
@@ -99,6 +104,8 @@ export interface Statements {
   readonly clearExpired: BetterSqlite3.Statement<[RangeParams & { now: number }]>
   readonly quotaUsage: BetterSqlite3.Statement<[string], UsageRow>
   readonly registerQuota: BetterSqlite3.Statement<[RangeParams]>
+  readonly quotaRow: BetterSqlite3.Statement<[string], QuotaRow>
+  readonly countEvictions: BetterSqlite3.Statement<[{ prefix: string; count: number }]>
   readonly candidate: BetterSqlite3.Statement<[string], CandidateRow>
   readonly rangeVictims: BetterSqlite3.Statement<[RangeParams & { limit: number }], VictimRow>
   readonly globalVictims: BetterSqlite3.Statement<[number], VictimRow>
@@ -160,6 +167,10 @@ export function prepareStatements(db: BetterSqlite3.Database): Statements {
        SELECT @lo, @hi, count(*), total(size) FROM entries
        WHERE is_user = 1 AND key >= @lo AND key < @hi
        ON CONFLICT (prefix) DO UPDATE SET entries = excluded.entries, bytes = excluded.bytes`,
+    ),
+    quotaRow: db.prepare('SELECT entries, bytes, evictions FROM quotas WHERE prefix = ?'),
+    countEvictions: db.prepare(
+      'UPDATE quotas SET evictions = evictions + @count WHERE prefix = @prefix',
     ),
     candidate: db.prepare('SELECT size, used_at, expires_at FROM entries WHERE key = ?'),
     // `+used_at`: sort the prefix's own rows. Ordering by the global LRU index instead would read
