@@ -250,8 +250,8 @@ export class SqliteStore implements Store {
   readonly #maxBytes: number
   readonly #busyTimeoutMs: number
   readonly #quotas = new Map<string, Quota>()
-  /** Reads not yet applied to `used_at`: key → recency tick. */
-  readonly #touches = new Map<string, number>()
+  /** Keys read since the last write transaction, oldest read first; applied to `used_at` by the next one. */
+  readonly #touches = new Set<string>()
   /** Recency counter: every write and every recorded read takes the next tick. */
   #tick: number
   #evictions = 0
@@ -763,7 +763,9 @@ export class SqliteStore implements Store {
           // Another connection to the file may have written newer ticks; stay ahead of them.
           const stored = this.#sql.maxTick.get()?.tick ?? 0
           if (stored > this.#tick) this.#tick = stored
-          for (const [key, tick] of this.#touches) this.#sql.touch.run({ key, tick })
+          // Reads take their ticks now, after catching up: a tick taken at read time could be
+          // older than another process's writes since, and would make a hot key look cold.
+          for (const key of this.#touches) this.#sql.touch.run({ key, tick: ++this.#tick })
           const value = body(now)
           if (this.#txUser) this.#enforceLimits(now)
           return value
@@ -843,7 +845,9 @@ export class SqliteStore implements Store {
 
   /** Records a read of a user entry for LRU; applied by the next write transaction. */
   #touch(key: string): void {
-    this.#touches.set(key, ++this.#tick)
+    // Most recent read last: the ticks are handed out in this order.
+    this.#touches.delete(key)
+    this.#touches.add(key)
     if (this.#touches.size < TOUCH_FLUSH_AT) return
     try {
       this.#write('flush', () => undefined)
