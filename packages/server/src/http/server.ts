@@ -632,6 +632,18 @@ export function createServer(options: ServerOptions): FlowcacheServer {
     return json(reply, 200, result)
   })
 
+  app.get<{ Params: NsParams; Querystring: Record<string, unknown> }>(
+    '/v1/ns/:ns/stats',
+    async (request, reply) => {
+      const topText = single(request.query.top)
+      const top = topText === undefined ? undefined : Number(topText)
+      const stats = await view(request.params.ns).namespaceStats(top === undefined ? {} : { top })
+      return json(reply, 200, stats)
+    },
+  )
+  app.get('/v1/namespace-stats', async (_request, reply) =>
+    json(reply, 200, { namespaces: await cache.trackedNamespaceStats() }),
+  )
   app.get('/v1/stats', async (_request, reply) => {
     const status = host?.status()
     return json(reply, 200, {
