@@ -649,6 +649,17 @@ export class NatsStore implements Store {
   }
 
   /**
+   * Writes the reads noted for the LRU order of quotas to the bucket now, where every process's
+   * evictions see them. The store does it on its own every 100 ms, before it evicts and when it
+   * closes; this is for a caller that needs a read to count at once.
+   */
+  async flushReads(): Promise<void> {
+    this.#checkOpen()
+    if (!this.#quotas.pendingTouches) return
+    await this.#run('flushReads', (session) => this.#quotas.flushAll(this.#quotaIo(session)))
+  }
+
+  /**
    * Removes entries whose deadline has passed (fenced on their revision, so a newer write is
    * never deleted) and delete markers older than `tombstoneTtl`. Scans only headers.
    * @returns how many expired entries it removed

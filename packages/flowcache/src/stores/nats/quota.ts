@@ -29,11 +29,11 @@ export const REGISTRY_KEY = '==flowcache-quotas'
 const LEDGER_TOKEN = '==flowcache-quota'
 const RECENT_TOKEN = '==flowcache-recent'
 /** How often a process flushes the reads it noted, at most. */
-export const TOUCH_FLUSH_MS = 200
+export const TOUCH_FLUSH_MS = 100
 /** The registry is read again (in the background) once the copy in memory is this old. */
 const REGISTRY_REFRESH_MS = 1000
 /** Recent reads kept per quota; the least recent are dropped first. */
-const RECENT_MAX = 1024
+const RECENT_MAX = 256
 /** Entries removed per eviction round at most. */
 const VICTIMS_PER_ROUND = 64
 /** Compare-and-set rounds on one ledger before a write gives up. */

@@ -1,0 +1,341 @@
+/**
+ * Namespace quotas on the NATS store, beyond the store contract: replicas sharing one ledger,
+ * usage that outlives every process, expiry, and what eviction must never touch. Runs against
+ * the shared server found by the global setup, in a bucket of its own deleted at the end.
+ */
+import assert from 'node:assert/strict'
+import { randomBytes, randomInt } from 'node:crypto'
+
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { connect, nanos, type NatsConnection } from '@nats-io/transport-node'
+import { afterAll, afterEach, beforeAll, describe, it } from 'vitest'
+
+import { ManualClock } from '../../src/core/clock.js'
+import { jsonCodec } from '../../src/core/codec.js'
+import { childPrefix, isUserKey, rootPrefix, systemKey, userKey } from '../../src/core/keyspace.js'
+import { natsStore, type NatsStore, type NatsStoreOptions } from '../../src/stores/nats/index.js'
+import { natsUrl } from '../helpers/services.js'
+
+const run = randomBytes(4).toString('hex')
+const bucket = `fc-test-nats-quota-${run}`
+const MAX_KEY = 1024
+
+/** Figures printed once at the end, for the record (never asserted as timings). */
+const figures: string[] = []
+const opened: NatsStore[] = []
+let nc: NatsConnection
+
+function open(options: NatsStoreOptions = {}): NatsStore {
+  const store = natsStore({ servers: natsUrl(), bucket, sweepIntervalMs: 0, ...options })
+  opened.push(store)
+  return store
+}
+
+/** A namespace prefix of its own: `t<random>.<name>.`. */
+function namespace(name: string): string {
+  return childPrefix(rootPrefix(`t${randomBytes(6).toString('hex')}`), name, MAX_KEY)
+}
+
+const user = (prefix: string, key: string): string => userKey(prefix, key, MAX_KEY)
+
+function filled(size: number, byte: number): Uint8Array {
+  return new Uint8Array(size).fill(byte)
+}
+
+/** What the bucket really holds under `prefix`: user entries and their bytes (payload + key), from headers. */
+async function stored(prefix: string): Promise<{ entries: number; bytes: number; keys: string[] }> {
+  const jsm = await jetstreamManager(nc)
+  const js = jetstream(nc)
+  const stream = `KV_${bucket}`
+  const subjects = `$KV.${bucket}.`
+  // Messages written after the scan starts are left out, so the scan never adds what was
+  // written later to what was there before (it can only miss entries deleted meanwhile).
+  const last = (await jsm.streams.info(stream)).state.last_seq
+  const info = await jsm.consumers.add(stream, {
+    filter_subject: `${subjects}${prefix}>`,
+    deliver_policy: DeliverPolicy.LastPerSubject,
+    ack_policy: AckPolicy.None,
+    headers_only: true,
+    mem_storage: true,
+    inactive_threshold: nanos(30_000),
+  })
+  const result = { entries: 0, bytes: 0, keys: [] as string[] }
+  try {
+    let pending = info.num_pending
+    const consumer = js.consumers.getConsumerFromInfo(info)
+    while (pending > 0) {
+      const batch = await consumer.fetch({ max_messages: Math.min(pending, 1024), expires: 2000 })
+      let got = 0
+      for await (const message of batch) {
+        got++
+        pending = message.info.pending
+        const key = message.subject.slice(subjects.length)
+        if (message.seq > last) continue
+        const operation = message.headers?.get('KV-Operation') ?? ''
+        if (operation !== '' || !isUserKey(key)) continue
+        result.entries++
+        result.bytes += Number(message.headers?.get('Nats-Msg-Size') ?? '0') + key.length
+        result.keys.push(key)
+        if (pending === 0) break
+      }
+      if (got === 0) break
+    }
+  } finally {
+    await jsm.consumers.delete(stream, info.name).catch(() => false)
+  }
+  return result
+}
+
+beforeAll(async () => {
+  nc = await connect({ servers: natsUrl() })
+})
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((store) => store.close()))
+})
+
+afterAll(async () => {
+  const jsm = await jetstreamManager(nc)
+  await jsm.streams.delete(`KV_${bucket}`).catch(() => false)
+  await nc.close()
+  if (figures.length > 0) process.stdout.write(`[nats quota figures]\n  ${figures.join('\n  ')}\n`)
+})
+
+describe('nats store: namespace quotas shared by replicas', () => {
+  it('two replicas hammering one namespace under maxBytes 1 MB: stored bytes never exceed the limit + the largest value, the hot key survives, other keys stay', async () => {
+    const maxBytes = 1_000_000
+    const [a, b] = [open(), open()]
+    const ns = namespace('tenant')
+    const other = namespace('other')
+    // Present before the run: another namespace's entries and this namespace's system keys.
+    const kept = new Map<string, Uint8Array>([
+      [user(other, 'x'), filled(50_000, 1)],
+      [user(other, 'y'), filled(5_000, 2)],
+      [systemKey(ns, 'l', 'job', MAX_KEY), filled(100, 3)],
+      [systemKey(ns, 'e', 'leader', MAX_KEY), filled(100, 4)],
+      [systemKey(ns, 'r', 'api', MAX_KEY), filled(100, 5)],
+    ])
+    for (const [key, value] of kept) await a.set(key, value)
+    await Promise.all([a.setQuota(ns, { maxBytes }), b.setQuota(ns, { maxBytes })])
+    const hot = user(ns, 'hot')
+    await a.set(hot, filled(1000, 9))
+
+    let largest = 0
+    let writes = 0
+    let stop = false
+    const writer = async (store: NatsStore, id: number): Promise<void> => {
+      while (!stop) {
+        const size = randomInt(200, 20_001)
+        const key = user(ns, `k${id}-${randomInt(0, 400)}`)
+        largest = Math.max(largest, size + key.length)
+        await store.set(key, filled(size, 7))
+        writes++
+      }
+    }
+    let hotMisses = 0
+    const reader = async (store: NatsStore): Promise<void> => {
+      while (!stop) {
+        if ((await store.get(hot)) === undefined) hotMisses++
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+    }
+    const samples: number[] = []
+    const ledgerSamples: number[] = []
+    const sampler = async (): Promise<void> => {
+      while (!stop) {
+        samples.push((await stored(ns)).bytes)
+        ledgerSamples.push((await a.quotaUsage(ns))?.bytes ?? Number.NaN)
+      }
+    }
+    const work = [
+      ...[0, 1, 2].map((i) => writer(a, i)),
+      ...[3, 4, 5].map((i) => writer(b, i)),
+      reader(a),
+      reader(b),
+      sampler(),
+    ]
+    // Run until well past the point where the namespace is full and evicting.
+    const started = Date.now()
+    while (Date.now() - started < 8000 && writes < 1500) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    stop = true
+    await Promise.all(work)
+
+    const usage = await b.quotaUsage(ns)
+    const now = await stored(ns)
+    const maxSample = Math.max(...samples)
+    figures.push(
+      `2 replicas x 3 writers, ${writes} writes of 200 B-20 KB into maxBytes ${maxBytes}: ${samples.length} samples, ` +
+        `max stored ${maxSample} B (limit + largest value = ${maxBytes + largest}), max ledger ${Math.max(...ledgerSamples)} B, ` +
+        `evictions ${usage?.evictions}, hot key misses ${hotMisses}, ${((Date.now() - started) / writes).toFixed(2)} ms per write overall`,
+    )
+    assert.ok(samples.length > 0 && writes > 0)
+    assert.ok(
+      maxSample <= maxBytes + largest,
+      `stored bytes reached ${maxSample}, over ${maxBytes} + ${largest}`,
+    )
+    for (const sample of ledgerSamples) assert.ok(sample <= maxBytes, `ledger at ${sample}`)
+    assert.ok((usage?.evictions ?? 0) > 0, 'the namespace filled up and evicted')
+    // Accounting is exact once the writers are done: the ledger is what the bucket holds.
+    assert.deepEqual(
+      { entries: usage?.entries, bytes: usage?.bytes },
+      { entries: now.entries, bytes: now.bytes },
+    )
+    assert.ok(now.keys.includes(hot), 'the key read all along survives')
+    assert.equal(hotMisses, 0, 'the hot key was never evicted')
+    for (const [key, value] of kept) {
+      const found = (await a.get(key))?.value
+      assert.ok(found !== undefined && Buffer.from(found).equals(value), `${key} is untouched`)
+    }
+  })
+
+  it('usage survives closing every store; a new process sees it, enforces the quota without setting it, and does not count twice', async () => {
+    const ns = namespace('restart')
+    const first = open()
+    await first.setQuota(ns, { maxEntries: 3 })
+    for (let i = 0; i < 5; i++) await first.set(user(ns, `k${i}`), filled(100, i))
+    const before = await first.quotaUsage(ns)
+    assert.deepEqual(before, { entries: 3, bytes: 3 * (100 + user(ns, 'k0').length), evictions: 2 })
+    await first.close()
+
+    // A new store that never calls setQuota: the definition and the usage come from the bucket.
+    const second = open()
+    assert.deepEqual(await second.quotaUsage(ns), before)
+    await second.set(user(ns, 'k5'), filled(100, 5))
+    assert.deepEqual(await second.quotaUsage(ns), { ...before, evictions: 3 })
+    assert.equal((await stored(ns)).entries, 3)
+    // Setting the same quota again (a restarted process does) keeps what was counted.
+    await second.setQuota(ns, { maxEntries: 3 })
+    assert.deepEqual(await second.quotaUsage(ns), { ...before, evictions: 3 })
+    assert.equal(await second.quotaUsage(namespace('none')), undefined)
+  })
+
+  it('every write path keeps the ledger equal to what the bucket holds', async () => {
+    const ns = namespace('paths')
+    const store = open()
+    await store.setQuota(ns, { maxBytes: 100_000 })
+    const check = async (step: string): Promise<void> => {
+      const usage = await store.quotaUsage(ns)
+      const real = await stored(ns)
+      assert.deepEqual(
+        { entries: usage?.entries, bytes: usage?.bytes },
+        { entries: real.entries, bytes: real.bytes },
+        step,
+      )
+    }
+    const [k1, k2, k3, k4] = ['k1', 'k2', 'k3', 'k4'].map((k) => user(ns, k)) as [
+      string,
+      string,
+      string,
+      string,
+    ]
+    await store.set(k1, filled(1000, 1))
+    await check('set')
+    await store.set(k1, filled(3000, 1))
+    await check('overwrite, larger')
+    const revision = await store.set(k1, filled(10, 1))
+    await check('overwrite, smaller')
+    await store.compareAndSet(k1, filled(500, 2), revision)
+    await check('compareAndSet')
+    assert.equal(await store.compareAndSet(k1, filled(900, 2), revision), undefined)
+    await check('compareAndSet that lost')
+    await store.create(k2, filled(700, 3))
+    assert.equal(await store.create(k2, filled(800, 3)), undefined)
+    await check('create')
+    await store.setMany([
+      { key: k3, value: filled(2000, 4) },
+      { key: k4, value: filled(200, 5) },
+      { key: k2, value: filled(100, 6) },
+    ])
+    await check('setMany')
+    const counter = user(ns, 'counter')
+    for (let i = 0; i < 12; i++) await store.increment(counter, 1, jsonCodec)
+    await check('increment')
+    await store.delete(k3)
+    await check('delete')
+    await store.deleteMany([k4, k2, user(ns, 'missing')])
+    await check('deleteMany')
+    await store.set(k3, filled(100, 7))
+    await store.clear(ns)
+    await check('clear')
+    assert.equal((await store.quotaUsage(ns))?.entries, 0)
+  })
+
+  it('expired entries stop counting: removed by prune, and first in line when the quota is full', async () => {
+    const clock = new ManualClock()
+    const ns = namespace('expiry')
+    const store = open({ clock })
+    await store.setQuota(ns, { maxEntries: 4 })
+    const size = (key: string): number => 100 + user(ns, key).length
+    await store.set(user(ns, 'e0'), filled(100, 1), { ttlMs: 1000 })
+    await store.set(user(ns, 'e1'), filled(100, 1), { ttlMs: 1000 })
+    await store.set(user(ns, 'live'), filled(100, 2))
+    clock.advance(1000)
+    assert.equal(await store.prune(), 2)
+    assert.deepEqual(await store.quotaUsage(ns), { entries: 1, bytes: size('live'), evictions: 0 })
+
+    // Expired entries go before live ones, and are not counted as evictions.
+    await store.set(user(ns, 'e2'), filled(100, 1), { ttlMs: 1000 })
+    await store.set(user(ns, 'e3'), filled(100, 1), { ttlMs: 1000 })
+    await store.set(user(ns, 'l1'), filled(100, 2))
+    clock.advance(1000)
+    await store.set(user(ns, 'l2'), filled(100, 2))
+    await store.set(user(ns, 'l3'), filled(100, 2))
+    const usage = await store.quotaUsage(ns)
+    assert.deepEqual(usage, {
+      entries: 4,
+      bytes: ['live', 'l1', 'l2', 'l3'].reduce((total, key) => total + size(key), 0),
+      evictions: 0,
+    })
+    assert.deepEqual(
+      (await stored(ns)).keys.sort(),
+      ['live', 'l1', 'l2', 'l3'].map((k) => user(ns, k)).sort(),
+    )
+  })
+
+  it('a key read in another replica survives while cold keys go first', async () => {
+    const ns = namespace('lru')
+    const [writer, reader] = [open(), open()]
+    await writer.setQuota(ns, { maxEntries: 10 })
+    const hot = user(ns, 'hot')
+    await writer.set(hot, filled(10, 1))
+    for (let burst = 0; burst < 8; burst++) {
+      // The reader is another process's store: its reads reach the writer through the bucket,
+      // flushed every 100 ms or, here, at once.
+      assert.ok((await reader.get(hot)) !== undefined, `hot key evicted before burst ${burst}`)
+      await reader.flushReads()
+      for (let i = 0; i < 5; i++) await writer.set(user(ns, `cold${burst}-${i}`), filled(10, 2))
+    }
+    const keys = (await stored(ns)).keys
+    assert.ok(keys.includes(hot), 'the hot key survives 40 writes into a quota of 10')
+    assert.equal(keys.length, 10)
+    assert.ok(!keys.includes(user(ns, 'cold0-0')), 'the oldest cold key went')
+    assert.equal((await writer.quotaUsage(ns))?.evictions, 31)
+  })
+
+  it('writing to a quota costs more round trips than a plain write; reads stay one request', async () => {
+    const store = open()
+    const plain = namespace('plain')
+    const quoted = namespace('quoted')
+    await store.setQuota(quoted, { maxBytes: 200_000 })
+    const time = async (fn: (i: number) => Promise<unknown>, n: number): Promise<number> => {
+      const start = performance.now()
+      for (let i = 0; i < n; i++) await fn(i)
+      return (performance.now() - start) / n
+    }
+    const n = 300
+    const value = filled(1000, 1)
+    const setPlain = await time((i) => store.set(user(plain, `k${i}`), value), n)
+    const setQuota = await time((i) => store.set(user(quoted, `k${i}`), value), n)
+    const getPlain = await time((i) => store.get(user(plain, `k${i}`)), n)
+    const getQuota = await time((i) => store.get(user(quoted, `k${(i % 150) + 150}`)), n)
+    const usage = await store.quotaUsage(quoted)
+    figures.push(
+      `sequential, 1 KB values, one store: set ${setPlain.toFixed(3)} ms plain vs ${setQuota.toFixed(3)} ms under a full quota ` +
+        `(${usage?.evictions} evictions); get ${getPlain.toFixed(3)} ms plain vs ${getQuota.toFixed(3)} ms under a quota`,
+    )
+    assert.ok((usage?.bytes ?? Number.POSITIVE_INFINITY) <= 200_000)
+    assert.ok((usage?.evictions ?? 0) > 0)
+  })
+})
