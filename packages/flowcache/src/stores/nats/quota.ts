@@ -36,6 +36,10 @@ const REGISTRY_REFRESH_MS = 1000
 const RECENT_MAX = 256
 /** Entries removed per eviction round at most. */
 const VICTIMS_PER_ROUND = 64
+/** Share of `maxBytes` an eviction round frees beyond what the write needs… */
+const SLACK = 0.05
+/** …on quotas of at least this many bytes (smaller ones evict exactly what they need). */
+const SLACK_FROM = 100_000
 /** Compare-and-set rounds on one ledger before a write gives up. */
 const MAX_ROUNDS = 200
 /** A recent-read value meaning "at the revision of the record that holds it". */
@@ -425,9 +429,12 @@ export class NatsQuotas {
         fresh = true
         continue
       }
+      // Large quotas free a little more than needed, so that the next few writes (from any
+      // process) fit without an eviction round of their own.
       const need = {
         entries: next.entries - state.maxEntries,
-        bytes: next.bytes - state.maxBytes,
+        bytes:
+          next.bytes - state.maxBytes + (state.maxBytes >= SLACK_FROM ? state.maxBytes * SLACK : 0),
       }
       const result = await this.#evict(io, state, need, exclude)
       freed = sum(freed, result.freed)
