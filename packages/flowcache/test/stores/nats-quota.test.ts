@@ -42,15 +42,18 @@ function filled(size: number, byte: number): Uint8Array {
   return new Uint8Array(size).fill(byte)
 }
 
-/** What the bucket really holds under `prefix`: user entries and their bytes (payload + key), from headers. */
-async function stored(prefix: string): Promise<{ entries: number; bytes: number; keys: string[] }> {
+/**
+ * What the bucket holds under `prefix` (user entries and their bytes, payload + key), from a
+ * headers-only scan. Exact only while nobody writes: the scan is not a snapshot.
+ */
+async function stored(
+  prefix: string,
+  name = bucket,
+): Promise<{ entries: number; bytes: number; keys: string[] }> {
   const jsm = await jetstreamManager(nc)
   const js = jetstream(nc)
-  const stream = `KV_${bucket}`
-  const subjects = `$KV.${bucket}.`
-  // Messages written after the scan starts are left out, so the scan never adds what was
-  // written later to what was there before (it can only miss entries deleted meanwhile).
-  const last = (await jsm.streams.info(stream)).state.last_seq
+  const stream = `KV_${name}`
+  const subjects = `$KV.${name}.`
   const info = await jsm.consumers.add(stream, {
     filter_subject: `${subjects}${prefix}>`,
     deliver_policy: DeliverPolicy.LastPerSubject,
@@ -70,7 +73,6 @@ async function stored(prefix: string): Promise<{ entries: number; bytes: number;
         got++
         pending = message.info.pending
         const key = message.subject.slice(subjects.length)
-        if (message.seq > last) continue
         const operation = message.headers?.get('KV-Operation') ?? ''
         if (operation !== '' || !isUserKey(key)) continue
         result.entries++
@@ -96,7 +98,9 @@ afterEach(async () => {
 
 afterAll(async () => {
   const jsm = await jetstreamManager(nc)
-  await jsm.streams.delete(`KV_${bucket}`).catch(() => false)
+  for (const name of [bucket, `${bucket}-hammer`]) {
+    await jsm.streams.delete(`KV_${name}`).catch(() => false)
+  }
   await nc.close()
   if (figures.length > 0) process.stdout.write(`[nats quota figures]\n  ${figures.join('\n  ')}\n`)
 })
@@ -104,8 +108,55 @@ afterAll(async () => {
 describe('nats store: namespace quotas shared by replicas', () => {
   it('two replicas hammering one namespace under maxBytes 1 MB: stored bytes never exceed the limit + the largest value, the hot key survives, other keys stay', async () => {
     const maxBytes = 1_000_000
-    const [a, b] = [open(), open()]
+    // A bucket of its own that keeps 64 versions per key, so that a consumer reading the stream
+    // from its start sees every write, delete and ledger update in order, none replaced before
+    // it is read: the replay below is the bucket's exact state at every sequence.
+    const hammered = `${bucket}-hammer`
+    const [a, b] = [open({ bucket: hammered, history: 64 }), open({ bucket: hammered })]
+    await a.connect()
     const ns = namespace('tenant')
+    const ledgerKey = `==flowcache-quota.${ns.slice(0, -1)}`
+    const subjects = `$KV.${hammered}.`
+    const replay = {
+      seq: 0,
+      entries: new Map<string, number>(),
+      bytes: 0,
+      ledger: 0,
+      maxBytes: 0,
+      maxLedger: 0,
+      /** Largest excess of what the bucket held over what the ledger counted, at any sequence. */
+      overLedger: Number.NEGATIVE_INFINITY,
+      ledgerUpdates: 0,
+    }
+    const js = jetstream(nc)
+    const consumer = await js.consumers.get(`KV_${hammered}`, {
+      filter_subjects: `${subjects}>`,
+      deliver_policy: DeliverPolicy.All,
+    })
+    const messages = await consumer.consume()
+    const pump = (async () => {
+      for await (const message of messages) {
+        replay.seq = message.seq
+        const key = message.subject.slice(subjects.length)
+        if (key === ledgerKey) {
+          replay.ledger = (
+            JSON.parse(new TextDecoder().decode(message.data)) as { bytes: number }
+          ).bytes
+          replay.ledgerUpdates++
+        } else if (key.startsWith(ns) && isUserKey(key)) {
+          replay.bytes -= replay.entries.get(key) ?? 0
+          replay.entries.delete(key)
+          if ((message.headers?.get('KV-Operation') ?? '') === '') {
+            replay.entries.set(key, message.data.byteLength + key.length)
+            replay.bytes += message.data.byteLength + key.length
+          }
+        } else continue
+        replay.maxBytes = Math.max(replay.maxBytes, replay.bytes)
+        replay.maxLedger = Math.max(replay.maxLedger, replay.ledger)
+        replay.overLedger = Math.max(replay.overLedger, replay.bytes - replay.ledger)
+      }
+    })()
+
     const other = namespace('other')
     // Present before the run: another namespace's entries and this namespace's system keys.
     const kept = new Map<string, Uint8Array>([
@@ -139,12 +190,11 @@ describe('nats store: namespace quotas shared by replicas', () => {
         await new Promise((resolve) => setTimeout(resolve, 5))
       }
     }
-    const samples: number[] = []
     const ledgerSamples: number[] = []
     const sampler = async (): Promise<void> => {
       while (!stop) {
-        samples.push((await stored(ns)).bytes)
         ledgerSamples.push((await a.quotaUsage(ns))?.bytes ?? Number.NaN)
+        await new Promise((resolve) => setTimeout(resolve, 10))
       }
     }
     const work = [
@@ -161,20 +211,43 @@ describe('nats store: namespace quotas shared by replicas', () => {
     }
     stop = true
     await Promise.all(work)
+    const elapsed = Date.now() - started
 
     const usage = await b.quotaUsage(ns)
-    const now = await stored(ns)
-    const maxSample = Math.max(...samples)
+    const now = await stored(ns, hammered)
+    // Let the replay reach the end of the stream.
+    const jsm = await jetstreamManager(nc)
+    const last = (await jsm.streams.info(`KV_${hammered}`)).state.last_seq
+    for (let i = 0; i < 500 && replay.seq < last; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    await messages.close()
+    await pump
     figures.push(
-      `2 replicas x 3 writers, ${writes} writes of 200 B-20 KB into maxBytes ${maxBytes}: ${samples.length} samples, ` +
-        `max stored ${maxSample} B (limit + largest value = ${maxBytes + largest}), max ledger ${Math.max(...ledgerSamples)} B, ` +
-        `evictions ${usage?.evictions}, hot key misses ${hotMisses}, ${((Date.now() - started) / writes).toFixed(2)} ms per write overall`,
+      `2 replicas x 3 writers, ${writes} writes of 200 B-20 KB into maxBytes ${maxBytes}, replayed from the stream ` +
+        `(${replay.ledgerUpdates} ledger updates): max stored ${replay.maxBytes} B (limit + largest value = ${maxBytes + largest}), ` +
+        `max ledger ${replay.maxLedger} B, stored - ledger at most ${replay.overLedger} B; ${ledgerSamples.length} quotaUsage samples, ` +
+        `max ${Math.max(...ledgerSamples)} B; evictions ${usage?.evictions}, hot key misses ${hotMisses}, ` +
+        `${(elapsed / writes).toFixed(2)} ms per write overall`,
     )
-    assert.ok(samples.length > 0 && writes > 0)
+    assert.ok(writes > 0 && ledgerSamples.length > 0)
+    assert.ok(replay.seq >= last, 'the replay read the whole stream')
+    // The replay ends where the bucket is: it saw every change.
+    assert.deepEqual(
+      { entries: replay.entries.size, bytes: replay.bytes },
+      {
+        entries: now.entries,
+        bytes: now.bytes,
+      },
+    )
     assert.ok(
-      maxSample <= maxBytes + largest,
-      `stored bytes reached ${maxSample}, over ${maxBytes} + ${largest}`,
+      replay.maxBytes <= maxBytes + largest,
+      `stored bytes reached ${replay.maxBytes}, over ${maxBytes} + ${largest}`,
     )
+    // The design's invariant: growth is reserved before it is written, so the bucket never
+    // holds more than the ledger counts, and the ledger never counts more than the limit.
+    assert.ok(replay.overLedger <= 0, `the bucket held ${replay.overLedger} B more than the ledger`)
+    assert.ok(replay.maxLedger <= maxBytes, `the ledger reached ${replay.maxLedger}`)
     for (const sample of ledgerSamples) assert.ok(sample <= maxBytes, `ledger at ${sample}`)
     assert.ok((usage?.evictions ?? 0) > 0, 'the namespace filled up and evicted')
     // Accounting is exact once the writers are done: the ledger is what the bucket holds.
