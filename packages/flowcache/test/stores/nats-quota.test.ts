@@ -11,6 +11,7 @@ import { connect, nanos, type NatsConnection } from '@nats-io/transport-node'
 import { afterAll, afterEach, beforeAll, describe, it } from 'vitest'
 
 import { ManualClock } from '../../src/core/clock.js'
+import { InvalidArgumentError, ValueTooLargeError } from '../../src/errors.js'
 import { jsonCodec } from '../../src/core/codec.js'
 import { childPrefix, isUserKey, rootPrefix, systemKey, userKey } from '../../src/core/keyspace.js'
 import { natsStore, type NatsStore, type NatsStoreOptions } from '../../src/stores/nats/index.js'
@@ -385,6 +386,16 @@ describe('nats store: namespace quotas shared by replicas', () => {
     assert.equal(keys.length, 10)
     assert.ok(!keys.includes(user(ns, 'cold0-0')), 'the oldest cold key went')
     assert.equal((await writer.quotaUsage(ns))?.evictions, 31)
+  })
+
+  it('refuses a prefix that is not a namespace, a limit that is not a positive integer, and a value that can never fit', async () => {
+    const store = open()
+    const ns = namespace('checks')
+    assert.throws(() => store.setQuota('no-dot', { maxEntries: 1 }), InvalidArgumentError)
+    assert.throws(() => store.setQuota(ns, { maxBytes: 0 }), InvalidArgumentError)
+    await store.setQuota(ns, { maxBytes: 500 })
+    await assert.rejects(store.set(user(ns, 'big'), filled(600, 1)), ValueTooLargeError)
+    assert.deepEqual(await store.quotaUsage(ns), { entries: 0, bytes: 0, evictions: 0 })
   })
 
   it('writing to a quota costs more round trips than a plain write; reads stay one request', async () => {

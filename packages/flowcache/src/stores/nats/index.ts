@@ -41,6 +41,7 @@ import {
   counted,
   entrySize,
   NatsQuotas,
+  recentKeyOf,
   TOUCH_FLUSH_MS,
   type QuotaIo,
   type QuotaState,
@@ -631,6 +632,8 @@ export class NatsStore implements Store {
   setQuota(prefix: string, limits: QuotaLimits): Promise<void> {
     this.#checkOpen()
     const checked = checkQuota(prefix, limits)
+    // Its bookkeeping keys are a few bytes longer than the prefix; they must fit a request too.
+    checkKey(recentKeyOf(prefix), this.#maxKeyBytes)
     const state = this.#quotas.define(prefix, checked)
     return this.#run('setQuota', (session) =>
       this.#quotas.record(this.#quotaIo(session), state, checked),

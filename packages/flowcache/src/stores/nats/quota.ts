@@ -105,9 +105,8 @@ export class QuotaState {
 
   constructor(prefix: string, limits: Required<QuotaLimits>) {
     this.prefix = prefix
-    const token = prefix.slice(0, -1)
-    this.ledgerKey = `${LEDGER_TOKEN}.${token}`
-    this.recentKey = `${RECENT_TOKEN}.${token}`
+    this.ledgerKey = `${LEDGER_TOKEN}.${prefix.slice(0, -1)}`
+    this.recentKey = recentKeyOf(prefix)
     this.maxEntries = limits.maxEntries
     this.maxBytes = limits.maxBytes
   }
@@ -115,6 +114,11 @@ export class QuotaState {
   fits(usage: { entries: number; bytes: number }): boolean {
     return usage.entries <= this.maxEntries && usage.bytes <= this.maxBytes
   }
+}
+
+/** Key of the recent reads of the quota on `prefix`, the longest of its bookkeeping keys. */
+export function recentKeyOf(prefix: string): string {
+  return `${RECENT_TOKEN}.${prefix.slice(0, -1)}`
 }
 
 /** Size an entry counts for: payload plus key, as the memory and sqlite stores count it. */
