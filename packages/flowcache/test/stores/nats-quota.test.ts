@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { randomBytes, randomInt } from 'node:crypto'
 
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
+import { Kvm } from '@nats-io/kv'
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node'
 import { afterAll, afterEach, beforeAll, describe, it } from 'vitest'
 
@@ -386,6 +387,34 @@ describe('nats store: namespace quotas shared by replicas', () => {
     assert.equal(keys.length, 10)
     assert.ok(!keys.includes(user(ns, 'cold0-0')), 'the oldest cold key went')
     assert.equal((await writer.quotaUsage(ns))?.evictions, 31)
+  })
+
+  it('the sweep recounts a ledger that drifted (a process died between a write and its accounting) once nobody changed it for a while', async () => {
+    const ns = namespace('drift')
+    const store = open({ requestTimeoutMs: 300 })
+    await store.setQuota(ns, { maxEntries: 2 })
+    for (let i = 0; i < 3; i++) await store.set(user(ns, `k${i}`), filled(100, i))
+    const right = await store.quotaUsage(ns)
+    assert.equal(right?.evictions, 1)
+    // What a process killed after its reservation leaves behind: a ledger counting one more.
+    const kv = await new Kvm(nc).open(bucket)
+    const ledgerKey = `==flowcache-quota.${ns.slice(0, -1)}`
+    const drifted = { entries: 3, bytes: (right?.bytes ?? 0) + 5000, evictions: 1 }
+    await kv.put(ledgerKey, JSON.stringify(drifted))
+    assert.deepEqual(await store.quotaUsage(ns), drifted)
+    await store.prune() // notes the ledger's revision
+    assert.deepEqual(await store.quotaUsage(ns), drifted, 'a ledger just changed is left alone')
+    await new Promise((resolve) => setTimeout(resolve, 1100)) // 1 s without a change (3 x 300 ms)
+    await store.prune()
+    assert.deepEqual(await store.quotaUsage(ns), right, 'recounted, evictions kept')
+    const real = await stored(ns)
+    assert.deepEqual(
+      { entries: right?.entries, bytes: right?.bytes },
+      {
+        entries: real.entries,
+        bytes: real.bytes,
+      },
+    )
   })
 
   it('refuses a prefix that is not a namespace, a limit that is not a positive integer, and a value that can never fit', async () => {

@@ -183,6 +183,11 @@ const MAX_HISTORY = 64
  * contention on one key, where failing is better than spinning.
  */
 const MAX_CAS_ATTEMPTS = 100
+/**
+ * How long a quota's ledger must stay unchanged (and at least 3 request timeouts) before the
+ * sweep recounts it, so that no write between its reservation and its publish is missed.
+ */
+const MIN_QUIET_MS = 1000
 /** Requests a batch operation keeps in flight at once. */
 const PARALLELISM = 64
 /** Messages per pull request of a scan. */
@@ -1337,6 +1342,12 @@ export class NatsStore implements Store {
       // sequence and survives.
       await session.jsm.streams.purge(session.stream, { filter: subject, seq: seq + 1 })
     })
+    if (this.#quotas.active) {
+      await this.#quotas.reconcile(
+        this.#quotaIo(session),
+        Math.max(MIN_QUIET_MS, 3 * this.#requestTimeoutMs),
+      )
+    }
     return removed
   }
 }

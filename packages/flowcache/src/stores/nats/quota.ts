@@ -102,6 +102,8 @@ export class QuotaState {
   readonly touched = new Set<string>()
   /** Creation of the ledger in progress (by this process). */
   creating: Promise<void> | undefined
+  /** Ledger revision seen by the last {@link NatsQuotas.reconcile}, and since when (local ms). */
+  idle: { seq: number; since: number } | undefined
 
   constructor(prefix: string, limits: Required<QuotaLimits>) {
     this.prefix = prefix
@@ -552,6 +554,35 @@ export class NatsQuotas {
       await state.creating
     }
     throw contention(`reading the ledger of ${state.prefix}`)
+  }
+
+  /**
+   * Recounts the ledgers that nobody changed for at least `quietMs`: a ledger can drift when a
+   * process dies between a write and its accounting. A quiet ledger has no reservation in
+   * flight, and the recount is a compare-and-set on the revision it checked, so a write that
+   * comes meanwhile makes it give up until the next time. Called by the sweep.
+   */
+  async reconcile(io: QuotaIo, quietMs: number): Promise<void> {
+    for (const state of this.#states.values()) {
+      const raw = await io.read(state.ledgerKey)
+      const usage = parseUsage(raw)
+      if (raw === undefined || usage === undefined) continue
+      const now = Date.now()
+      if (state.idle?.seq !== raw.seq) {
+        state.idle = { seq: raw.seq, since: now }
+        continue
+      }
+      if (now - state.idle.since < quietMs) continue
+      const present = await this.#rescan(io, state, parseRecent(await io.read(state.recentKey)))
+      if (present.entries === usage.entries && present.bytes === usage.bytes) {
+        // Checked: not scanned again until the ledger changes.
+        state.idle = { seq: raw.seq, since: Number.POSITIVE_INFINITY }
+        continue
+      }
+      if (await this.#putLedger(io, state, raw.seq, { ...present, evictions: usage.evictions })) {
+        state.idle = undefined
+      }
+    }
   }
 
   /** Creates a missing ledger from a count of what the prefix holds; a racing creator wins. */
