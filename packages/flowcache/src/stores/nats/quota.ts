@@ -340,7 +340,16 @@ export class NatsQuotas {
 
   /** Notes a read of a user key for LRU; flushed later, in one write per quota. */
   touch(key: string): void {
-    for (const state of this.of(key)) state.touched.add(key.slice(state.prefix.length))
+    for (const state of this.of(key)) {
+      const relative = key.slice(state.prefix.length)
+      // Most recent last; only the most recent RECENT_MAX are kept (also while flushes fail).
+      state.touched.delete(relative)
+      state.touched.add(relative)
+      if (state.touched.size > RECENT_MAX) {
+        const oldest = state.touched.values().next().value
+        if (oldest !== undefined) state.touched.delete(oldest)
+      }
+    }
   }
 
   /** Whether reads are waiting to be flushed. */
@@ -375,7 +384,10 @@ export class NatsQuotas {
         await backoff(round)
       }
     } catch (error) {
-      for (const key of keys) state.touched.add(key)
+      // Kept for the next flush, behind any read noted since.
+      const since = [...state.touched]
+      state.touched.clear()
+      for (const key of [...keys, ...since].slice(-RECENT_MAX)) state.touched.add(key)
       throw error
     }
   }
@@ -418,6 +430,7 @@ export class NatsQuotas {
     let fruitless = 0
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const current = await this.#ledger(io, state, fresh)
+      if (isZero(delta) && isZero(freed) && state.fits(current.usage)) return
       const next = add(
         current.usage,
         { ...delta, evictions: delta.evictions + freed.evictions },
@@ -614,6 +627,10 @@ function add(usage: QuotaUsage, delta: UsageDelta, freed?: UsageDelta): QuotaUsa
     bytes: Math.max(0, usage.bytes + delta.bytes - (freed?.bytes ?? 0)),
     evictions: Math.max(0, usage.evictions + delta.evictions),
   }
+}
+
+function isZero(delta: UsageDelta): boolean {
+  return delta.entries === 0 && delta.bytes === 0 && delta.evictions === 0
 }
 
 function sum(a: UsageDelta, b: UsageDelta): UsageDelta {
