@@ -658,7 +658,7 @@ export class NatsStore implements Store {
 
   /**
    * Writes the reads noted for the LRU order of quotas to the bucket now, where every process's
-   * evictions see them. The store does it on its own every 100 ms, before it evicts and when it
+   * evictions see them. The store does it on its own every 50 ms, before it evicts and when it
    * closes; this is for a caller that needs a read to count at once.
    */
   async flushReads(): Promise<void> {

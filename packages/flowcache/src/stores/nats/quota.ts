@@ -29,7 +29,7 @@ export const REGISTRY_KEY = '==flowcache-quotas'
 const LEDGER_TOKEN = '==flowcache-quota'
 const RECENT_TOKEN = '==flowcache-recent'
 /** How often a process flushes the reads it noted, at most. */
-export const TOUCH_FLUSH_MS = 100
+export const TOUCH_FLUSH_MS = 50
 /** The registry is read again (in the background) once the copy in memory is this old. */
 const REGISTRY_REFRESH_MS = 1000
 /** Recent reads kept per quota; the least recent are dropped first. */
