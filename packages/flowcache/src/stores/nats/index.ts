@@ -1147,7 +1147,7 @@ export class NatsStore implements Store {
         this.#publish(session, key, value, writeHeaders({ expiresAt: null, expectedSeq }), true),
       remove: (key, raw, expired) =>
         expired ? this.#expire(session, key, raw) : this.#deleteAt(session, key, raw.seq),
-      scan: (filter) => this.#scan(session, filter, true, true),
+      scan: (filter) => withTimes(this.#scan(session, filter, true, true)),
       now: () => this.#clock.now(),
     }
   }
@@ -1354,6 +1354,13 @@ export class NatsStore implements Store {
 
 function negated(delta: UsageDelta): UsageDelta {
   return { entries: -delta.entries, bytes: -delta.bytes, evictions: -delta.evictions }
+}
+
+/** A scan's messages with their server timestamps. */
+async function* withTimes(
+  scan: AsyncIterable<{ key: string; raw: RawEntry; message: JsMsg }>,
+): AsyncGenerator<{ key: string; raw: RawEntry; time: number }> {
+  for await (const { key, raw, message } of scan) yield { key, raw, time: timeOf(message) }
 }
 
 /** Server timestamp of a consumer message, in ms since the epoch. */

@@ -34,6 +34,8 @@ export const TOUCH_FLUSH_MS = 50
 const REGISTRY_REFRESH_MS = 1000
 /** Recent reads kept per quota; the least recent are dropped first. */
 const RECENT_MAX = 256
+/** A list of eviction candidates older than this is made again before it is used. */
+const LIST_MAX_AGE_MS = 1000
 /** Entries removed per eviction round at most. */
 const VICTIMS_PER_ROUND = 64
 /** Share of `maxBytes` an eviction round frees beyond what the write needs… */
@@ -42,8 +44,8 @@ const SLACK = 0.05
 const SLACK_FROM = 100_000
 /** Compare-and-set rounds on one ledger before a write gives up. */
 const MAX_ROUNDS = 200
-/** A recent-read value meaning "at the revision of the record that holds it". */
-const AT_RECORD = -1
+/** The last two reads of a key, ms since the epoch (newest first); `prev` is 0 when unknown. */
+type Reads = readonly [last: number, prev: number]
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -56,8 +58,11 @@ export interface QuotaIo {
   put(key: string, value: Uint8Array, expectedSeq: number): Promise<number | undefined>
   /** Deletes the key if its last message is still `raw` (an expiry marker when `expired`). */
   remove(key: string, raw: RawEntry, expired: boolean): Promise<boolean>
-  /** The last message of every key matching a subject filter (relative to the bucket), headers only. */
-  scan(filter: string): AsyncIterable<{ key: string; raw: RawEntry }>
+  /**
+   * The last message of every key matching a subject filter (relative to the bucket), headers
+   * only, with the time the server stored it (ms since the epoch).
+   */
+  scan(filter: string): AsyncIterable<{ key: string; raw: RawEntry; time: number }>
   /** The store clock (TTL deadlines). */
   now(): number
 }
@@ -82,8 +87,41 @@ interface Candidate {
   raw: RawEntry
   /** Quota size: payload bytes + key length. */
   size: number
-  /** Position of its last use in the stream: its revision or a later flushed read. */
-  rank: number
+  /** When the server stored its value, ms since the epoch. */
+  writtenAt: number
+  /** Eviction order, least valuable first; see {@link rankOf}. */
+  rank: Rank
+}
+
+/**
+ * LRU-2 order: by the time of a key's second most recent use (its write or a read; a key used
+ * once ranks before every key used twice), then by its most recent use, then by revision.
+ */
+type Rank = readonly [second: number, last: number, seq: number]
+
+function rankOf(writtenAt: number, seq: number, reads: Reads | undefined): Rank {
+  const uses = [writtenAt, reads?.[0] ?? 0, reads?.[1] ?? 0].sort((x, y) => y - x)
+  const [last = 0, second = 0] = uses
+  return [second > 0 ? second : Number.NEGATIVE_INFINITY, last, seq]
+}
+
+function compareRanks(a: Rank, b: Rank): number {
+  return a[0] - b[0] || a[1] - b[1] || a[2] - b[2]
+}
+
+/** Entries past their deadline at `now` first, then by rank. */
+function byEvictionOrder(now: number): (a: Candidate, b: Candidate) => number {
+  const expired = (c: Candidate): boolean => c.raw.expiresAt !== null && c.raw.expiresAt <= now
+  return (a, b) => {
+    const [x, y] = [expired(a), expired(b)]
+    return x === y ? compareRanks(a.rank, b.rank) : x ? -1 : 1
+  }
+}
+
+/** The two most recent of two pairs of reads. */
+function mergeReads(a: Reads | undefined, b: Reads): Reads {
+  const [last = 0, prev = 0] = [...(a ?? []), ...b].sort((x, y) => y - x)
+  return [last, prev]
 }
 
 /** One quota as this process knows it. */
@@ -98,8 +136,10 @@ export class QuotaState {
   /** Least recently used entries as of the last scan, consumed from `next`. */
   candidates: Candidate[] = []
   next = 0
-  /** Reads noted since the last flush (keys relative to the prefix). */
-  readonly touched = new Set<string>()
+  /** When `candidates` was listed (local ms). */
+  listedAt = 0
+  /** Reads noted since the last flush (keys relative to the prefix), least recent first. */
+  readonly touched = new Map<string, Reads>()
   /** Creation of the ledger in progress (by this process). */
   creating: Promise<void> | undefined
   /** Ledger revision seen by the last {@link NatsQuotas.reconcile}, and since when (local ms). */
@@ -198,14 +238,16 @@ function encodeLimits(limits: Required<QuotaLimits>): Record<string, number> {
   return out
 }
 
-/** Recent reads of a record, with `-1` resolved to the record's own revision. */
-function parseRecent(raw: RawEntry | undefined): Map<string, number> {
-  const found = new Map<string, number>()
+/** The reads a recent-read record holds. */
+function parseRecent(raw: RawEntry | undefined): Map<string, Reads> {
+  const found = new Map<string, Reads>()
   const json = parseJson(raw)
-  if (!isRecord(json) || raw === undefined) return found
+  if (!isRecord(json)) return found
   for (const [key, value] of Object.entries(json)) {
-    if (typeof value !== 'number') continue
-    found.set(key, value === AT_RECORD ? raw.seq : value)
+    if (!Array.isArray(value)) continue
+    const [last, prev] = value as unknown[]
+    if (typeof last !== 'number' || typeof prev !== 'number') continue
+    found.set(key, [last, prev])
   }
   return found
 }
@@ -340,13 +382,15 @@ export class NatsQuotas {
 
   /** Notes a read of a user key for LRU; flushed later, in one write per quota. */
   touch(key: string): void {
+    const now = Date.now()
     for (const state of this.of(key)) {
       const relative = key.slice(state.prefix.length)
       // Most recent last; only the most recent RECENT_MAX are kept (also while flushes fail).
+      const before = state.touched.get(relative)
       state.touched.delete(relative)
-      state.touched.add(relative)
+      state.touched.set(relative, [now, before?.[0] ?? 0])
       if (state.touched.size > RECENT_MAX) {
-        const oldest = state.touched.values().next().value
+        const oldest = state.touched.keys().next().value
         if (oldest !== undefined) state.touched.delete(oldest)
       }
     }
@@ -365,21 +409,17 @@ export class NatsQuotas {
 
   async #flush(io: QuotaIo, state: QuotaState): Promise<void> {
     if (state.touched.size === 0) return
-    const keys = [...state.touched]
+    const noted = [...state.touched]
     state.touched.clear()
     try {
       for (let round = 0; ; round++) {
         if (round >= MAX_ROUNDS) throw contention('recording reads')
         const raw = await io.read(state.recentKey)
         const merged = parseRecent(raw)
-        for (const key of keys) merged.delete(key)
-        let entries = [...merged]
-        if (entries.length + keys.length > RECENT_MAX) {
-          entries.sort((a, b) => b[1] - a[1])
-          entries = entries.slice(0, Math.max(0, RECENT_MAX - keys.length))
-        }
-        const record: Record<string, number> = Object.fromEntries(entries)
-        for (const key of keys.slice(-RECENT_MAX)) record[key] = AT_RECORD
+        for (const [key, reads] of noted) merged.set(key, mergeReads(merged.get(key), reads))
+        // The most recently read keys stay.
+        const kept = [...merged].sort((a, b) => b[1][0] - a[1][0]).slice(0, RECENT_MAX)
+        const record = Object.fromEntries(kept)
         if ((await io.put(state.recentKey, encode(record), raw?.seq ?? 0)) !== undefined) return
         await backoff(round)
       }
@@ -387,7 +427,9 @@ export class NatsQuotas {
       // Kept for the next flush, behind any read noted since.
       const since = [...state.touched]
       state.touched.clear()
-      for (const key of [...keys, ...since].slice(-RECENT_MAX)) state.touched.add(key)
+      for (const [key, reads] of [...noted, ...since].slice(-RECENT_MAX)) {
+        state.touched.set(key, mergeReads(state.touched.get(key), reads))
+      }
       throw error
     }
   }
@@ -493,9 +535,23 @@ export class NatsQuotas {
     await this.#flush(io, state)
     const recent = parseRecent(await io.read(state.recentKey))
     let present: { entries: number; bytes: number } | undefined
+    let rescanned = false
+    if (state.next < state.candidates.length && Date.now() - state.listedAt > LIST_MAX_AGE_MS) {
+      // An old list misses the entries written since; list again.
+      present = await this.#rescan(io, state, recent)
+      rescanned = true
+    } else if (state.next < state.candidates.length) {
+      // Reads since the list was made move entries: order what is left by what is known now.
+      state.candidates = state.candidates.slice(state.next)
+      state.next = 0
+      for (const candidate of state.candidates) {
+        const reads = recent.get(candidate.key.slice(state.prefix.length))
+        candidate.rank = rankOf(candidate.writtenAt, candidate.raw.seq, reads)
+      }
+      state.candidates.sort(byEvictionOrder(io.now()))
+    }
     const chosen: Candidate[] = []
     let bytes = 0
-    let rescanned = false
     while (
       (chosen.length < need.entries || bytes < need.bytes) &&
       chosen.length < VICTIMS_PER_ROUND
@@ -506,11 +562,16 @@ export class NatsQuotas {
         rescanned = true
         continue
       }
-      const candidate = state.candidates[state.next++] as Candidate
+      const candidate = state.candidates[state.next] as Candidate
+      if (!rescanned && candidate.rank[0] !== Number.NEGATIVE_INFINITY) {
+        // Entries used once go before this one, and some may have been written since the list
+        // was made: list again before evicting an entry used more than once.
+        present = await this.#rescan(io, state, recent)
+        rescanned = true
+        continue
+      }
+      state.next++
       if (candidate.key === exclude) continue
-      const read = recent.get(candidate.key.slice(state.prefix.length))
-      // Read since it was listed: no longer among the least recently used.
-      if (read !== undefined && read > candidate.rank) continue
       chosen.push(candidate)
       bytes += candidate.size
     }
@@ -532,20 +593,19 @@ export class NatsQuotas {
   async #rescan(
     io: QuotaIo,
     state: QuotaState,
-    recent: Map<string, number>,
+    recent: Map<string, Reads>,
   ): Promise<{ entries: number; bytes: number }> {
-    const now = io.now()
-    const found: Array<Candidate & { expired: boolean }> = []
+    const found: Candidate[] = []
     let bytes = 0
-    for await (const { key, raw } of io.scan(`${state.prefix.slice(0, -1)}.>`)) {
+    for await (const { key, raw, time } of io.scan(`${state.prefix.slice(0, -1)}.>`)) {
       if (!key.startsWith(state.prefix) || !isUserKey(key) || !counted(raw)) continue
       const size = entrySize(key, raw.size)
       bytes += size
-      const read = recent.get(key.slice(state.prefix.length)) ?? 0
-      const expired = raw.expiresAt !== null && raw.expiresAt <= now
-      found.push({ key, raw, size, rank: Math.max(raw.seq, read), expired })
+      const rank = rankOf(time, raw.seq, recent.get(key.slice(state.prefix.length)))
+      found.push({ key, raw, size, rank, writtenAt: time })
     }
-    found.sort((a, b) => (a.expired === b.expired ? a.rank - b.rank : a.expired ? -1 : 1))
+    found.sort(byEvictionOrder(io.now()))
+    state.listedAt = Date.now()
     state.candidates = found
     state.next = 0
     return { entries: found.length, bytes }
