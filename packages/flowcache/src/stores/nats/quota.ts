@@ -11,10 +11,13 @@
  *   before it publishes the value (evicting first when the reservation would not fit) and gives
  *   back shrinkage after; deletes, expiries and evictions are subtracted after the entry is gone.
  *   So the bytes really stored never exceed the ledger, and the ledger never exceeds the limit.
- * - `==flowcache-recent.<prefix>`: recent reads, `{ "<key>": seq }`. Reads are only noted in
- *   memory; each process adds them in one compare-and-set every {@link TOUCH_FLUSH_MS} and before
- *   it evicts. A read counts as a use at the position in the stream where it was flushed (`-1`
- *   in the record means "at this record's own revision"), writes at their own revision.
+ * - `==flowcache-recent.<prefix>`: recent reads, `{ "<key>": [last, previous] }` (ms since the
+ *   epoch). Reads are only noted in memory; each process merges them in with one
+ *   compare-and-set every {@link TOUCH_FLUSH_MS}, before it evicts and when it closes.
+ *
+ * Eviction order is LRU-2: by each key's second most recent use (its write, at the server's
+ * timestamp, or one of its last two reads), so keys used once go first, oldest first, and a key
+ * read often outranks keys a scan read once, even while the latest reads are still unflushed.
  *
  * (`<prefix>` is the namespace prefix without its final dot.)
  */
