@@ -950,7 +950,11 @@ export class NatsStore implements Store {
   async #shutdown(): Promise<void> {
     clearInterval(this.#touchTimer)
     // Reads noted for LRU go to the bucket before the connection does.
-    if (this.#quotas.pendingTouches && this.#opening !== undefined) {
+    if (
+      this.#quotas.pendingTouches &&
+      this.#opening !== undefined &&
+      this.#disconnectedSince === undefined
+    ) {
       await this.#flushTouches().catch(() => undefined)
     }
     this.#closed = true
