@@ -45,6 +45,10 @@ const VICTIMS_PER_ROUND = 64
 const SLACK = 0.05
 /** …on quotas of at least this many bytes (smaller ones evict exactly what they need). */
 const SLACK_FROM = 100_000
+/** Share of `maxEntries` an eviction round frees beyond what the write needs… */
+const SLACK_ENTRIES = 0.01
+/** …on quotas of at least this many entries. */
+const SLACK_ENTRIES_FROM = 1000
 /** Compare-and-set rounds on one ledger before a write gives up. */
 const MAX_ROUNDS = 200
 /** The last two reads of a key, ms since the epoch (newest first); `prev` is 0 when unknown. */
@@ -496,7 +500,12 @@ export class NatsQuotas {
       // Large quotas free a little more than needed, so that the next few writes (from any
       // process) fit without an eviction round of their own.
       const need = {
-        entries: next.entries - state.maxEntries,
+        entries:
+          next.entries -
+          state.maxEntries +
+          (state.maxEntries >= SLACK_ENTRIES_FROM
+            ? Math.floor(state.maxEntries * SLACK_ENTRIES)
+            : 0),
         bytes:
           next.bytes - state.maxBytes + (state.maxBytes >= SLACK_FROM ? state.maxBytes * SLACK : 0),
       }
