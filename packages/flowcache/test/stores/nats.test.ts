@@ -487,14 +487,14 @@ describe('nats store: history, layout and API', () => {
     }
   })
 
-  it('capabilities: persistent, distributed, emulated TTL on servers before 2.11, no quotas or local path', async () => {
+  it('capabilities: persistent, distributed, emulated TTL on servers before 2.11, quotas, no local path', async () => {
     const store = open()
     await store.connect()
     expect(store.capabilities).toMatchObject({
       persistent: true,
       distributed: true,
       injectableClock: true,
-      quotas: false,
+      quotas: true,
       local: false,
     })
     if (/^v?2\.(\d|10)\./.test(raw.nc.info?.version ?? ''))

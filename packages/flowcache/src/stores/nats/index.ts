@@ -36,6 +36,17 @@ import {
 } from '@nats-io/transport-node'
 
 import { busSubject, NatsInvalidationBus } from './bus.js'
+import {
+  checkQuota,
+  counted,
+  entrySize,
+  NatsQuotas,
+  recentKeyOf,
+  TOUCH_FLUSH_MS,
+  type QuotaIo,
+  type QuotaState,
+  type UsageDelta,
+} from './quota.js'
 import { historyLimit, inferredExpiry, lastVersions } from '../changes.js'
 import { incremented, positiveInteger } from '../../core/checks.js'
 import { systemClock, type Clock } from '../../core/clock.js'
@@ -50,6 +61,8 @@ import {
 import type { Codec } from '../../types/codec.js'
 import type {
   InvalidationBus,
+  QuotaLimits,
+  QuotaUsage,
   Revision,
   Store,
   StoreCapabilities,
@@ -170,6 +183,11 @@ const MAX_HISTORY = 64
  * contention on one key, where failing is better than spinning.
  */
 const MAX_CAS_ATTEMPTS = 100
+/**
+ * How long a quota's ledger must stay unchanged (and at least 3 request timeouts) before the
+ * sweep recounts it, so that no write between its reservation and its publish is missed.
+ */
+const MIN_QUIET_MS = 1000
 /** Requests a batch operation keeps in flight at once. */
 const PARALLELISM = 64
 /** Messages per pull request of a scan. */
@@ -189,7 +207,7 @@ function capabilitiesOf(ttl: 'native' | 'emulated', history: number): StoreCapab
     distributed: true,
     ttl,
     injectableClock: true,
-    quotas: false,
+    quotas: true,
     local: false,
     history,
     watch: 'shared',
@@ -300,6 +318,9 @@ export class NatsStore implements Store {
   readonly #given: NatsConnection | undefined
   readonly #connectOptions: NodeConnectionOptions
   readonly #sweepTimer: NodeJS.Timeout | undefined
+  readonly #touchTimer: NodeJS.Timeout
+  /** Namespace quotas: definitions, shared ledgers, recent reads. */
+  readonly #quotas = new NatsQuotas()
   /** Fire-and-forget work (lazy purges, background sweeps) that `close()` waits for. */
   readonly #background = new Set<Promise<unknown>>()
   #opening: Promise<Session> | undefined
@@ -358,6 +379,8 @@ export class NatsStore implements Store {
       this.#sweepTimer = setInterval(() => this.#backgroundSweep(), sweepMs)
       this.#sweepTimer.unref()
     }
+    this.#touchTimer = setInterval(() => this.#backgroundFlush(), TOUCH_FLUSH_MS)
+    this.#touchTimer.unref()
   }
 
   /**
@@ -397,7 +420,12 @@ export class NatsStore implements Store {
     checkKey(key, this.#maxKeyBytes)
     checkTtl(options?.ttlMs)
     return this.#run('set', async (session) => {
-      const seq = await this.#write(session, key, value, this.#deadline(options?.ttlMs))
+      const expiresAt = this.#deadline(options?.ttlMs)
+      const quotas = await this.#quotasFor(session, key)
+      const seq =
+        quotas.length === 0
+          ? await this.#write(session, key, value, expiresAt)
+          : await this.#setUnderQuota(session, quotas, key, value, expiresAt)
       return String(seq)
     })
   }
@@ -413,7 +441,12 @@ export class NatsStore implements Store {
     return this.#run('setMany', async (session) => {
       const revisions: Revision[] = new Array<Revision>(items.length)
       await forEachLimited(items, PARALLELISM, async (item, index) => {
-        const seq = await this.#write(session, item.key, item.value, this.#deadline(item.ttlMs))
+        const expiresAt = this.#deadline(item.ttlMs)
+        const quotas = await this.#quotasFor(session, item.key)
+        const seq =
+          quotas.length === 0
+            ? await this.#write(session, item.key, item.value, expiresAt)
+            : await this.#setUnderQuota(session, quotas, item.key, item.value, expiresAt)
         revisions[index] = String(seq)
       })
       return revisions
@@ -430,6 +463,17 @@ export class NatsStore implements Store {
     checkTtl(options?.ttlMs)
     return this.#run('create', async (session) => {
       const expiresAt = this.#deadline(options?.ttlMs)
+      const quotas = await this.#quotasFor(session, key)
+      if (quotas.length > 0) {
+        this.#quotas.checkFits(key, entrySize(key, value.byteLength), quotas)
+        for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+          const raw = await this.#read(session, key, true)
+          if (liveEntry(raw, this.#clock.now()) !== undefined) return undefined
+          const seq = await this.#quotaPut(session, quotas, key, raw, value, expiresAt)
+          if (seq !== undefined) return String(seq)
+        }
+        throw this.#contention('create', key)
+      }
       // First as a fresh key (expected sequence 0); when the key has a message, a marker or an
       // expired entry counts as absent and is replaced at its own sequence, so a racing writer
       // makes the replacement fail instead of being overwritten.
@@ -464,13 +508,13 @@ export class NatsStore implements Store {
       const expired = expiredEntry(raw, now)
       if (expired !== undefined) this.#purgeLater(session, key, expired)
       if (liveEntry(raw, now)?.seq !== expectedSeq) return undefined
-      const seq = await this.#write(
-        session,
-        key,
-        value,
-        this.#deadline(options?.ttlMs),
-        expectedSeq,
-      )
+      const expiresAt = this.#deadline(options?.ttlMs)
+      const quotas = await this.#quotasFor(session, key)
+      if (quotas.length > 0) this.#quotas.checkFits(key, entrySize(key, value.byteLength), quotas)
+      const seq =
+        quotas.length === 0
+          ? await this.#write(session, key, value, expiresAt, expectedSeq)
+          : await this.#quotaPut(session, quotas, key, raw, value, expiresAt)
       return seq === undefined ? undefined : String(seq)
     })
   }
@@ -507,26 +551,29 @@ export class NatsStore implements Store {
     checkKey(key, this.#maxKeyBytes)
     checkTtl(options?.ttlMs)
     return this.#run('increment', async (session) => {
+      const quotas = await this.#quotasFor(session, key)
+      const put = (
+        raw: RawEntry | undefined,
+        value: Uint8Array,
+        expiresAt: number | null,
+      ): Promise<number | undefined> =>
+        quotas.length === 0
+          ? this.#write(session, key, value, expiresAt, raw?.seq ?? 0)
+          : this.#quotaPut(session, quotas, key, raw, value, expiresAt)
       for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
         if (attempt > 0) await casBackoff(attempt)
         const raw = await this.#read(session, key, true)
         const live = liveEntry(raw, this.#clock.now())
         if (live === undefined) {
           // Missing, deleted or expired: start again from `by`, replacing whatever is there.
-          const seq = await this.#write(
-            session,
-            key,
-            codec.encode(by),
-            this.#deadline(options?.ttlMs),
-            raw?.seq ?? 0,
-          )
+          const seq = await put(raw, codec.encode(by), this.#deadline(options?.ttlMs))
           if (seq !== undefined) return by
           continue
         }
         const current = codec.decode(live.value)
         const next = incremented(current, by)
         // The deadline is carried over unchanged: an increment never extends a counter's life.
-        const seq = await this.#write(session, key, codec.encode(next), live.expiresAt, live.seq)
+        const seq = await put(live, codec.encode(next), live.expiresAt)
         if (seq !== undefined) return next
       }
       throw this.#contention('increment', key)
@@ -559,23 +606,65 @@ export class NatsStore implements Store {
     if (filter === undefined) return 0
     return this.#run('clear', async (session) => {
       const now = this.#clock.now()
-      const live: Array<{ key: string; seq: number }> = []
+      const live: Array<{ key: string; raw: RawEntry }> = []
       const expired: Array<{ key: string; raw: RawEntry }> = []
       for await (const { key, raw } of this.#scan(session, filter, true, true)) {
         if (!key.startsWith(prefix) || !isUserKey(key)) continue
-        if (liveEntry(raw, now) !== undefined) live.push({ key, seq: raw.seq })
+        if (liveEntry(raw, now) !== undefined) live.push({ key, raw })
         else if (expiredEntry(raw, now) !== undefined) expired.push({ key, raw })
       }
-      let cleared = 0
-      await forEachLimited(live, PARALLELISM, async ({ key, seq }) => {
+      const removed: Array<{ key: string; raw: RawEntry }> = []
+      await forEachLimited(live, PARALLELISM, async (item) => {
         // Fenced: a key rewritten since the scan is a write that came after the clear.
-        if (await this.#deleteAt(session, key, seq)) cleared++
+        if (await this.#deleteAt(session, item.key, item.raw.seq)) removed.push(item)
       })
-      await forEachLimited(expired, PARALLELISM, async ({ key, raw }) => {
-        await this.#expire(session, key, raw)
+      const cleared = removed.length
+      await forEachLimited(expired, PARALLELISM, async (item) => {
+        if (await this.#expire(session, item.key, item.raw)) removed.push(item)
       })
+      await this.#accountRemovals(session, removed)
       return cleared
     })
+  }
+
+  /**
+   * Sets or replaces the quota of the user entries under `prefix` (a namespace prefix ending in
+   * `.`). It applies to this store's writes at once; the returned promise settles once the
+   * quota is recorded in the bucket, where every process sharing it finds it, its usage is
+   * counted (the first time) and the prefix is brought within it. A quota set again, here or by
+   * a restarted process, keeps the usage and eviction count recorded so far.
+   */
+  setQuota(prefix: string, limits: QuotaLimits): Promise<void> {
+    this.#checkOpen()
+    const checked = checkQuota(prefix, limits)
+    // Its bookkeeping keys are a few bytes longer than the prefix; they must fit a request too.
+    checkKey(recentKeyOf(prefix), this.#maxKeyBytes)
+    const state = this.#quotas.define(prefix, checked)
+    return this.#run('setQuota', (session) =>
+      this.#quotas.record(this.#quotaIo(session), state, checked),
+    )
+  }
+
+  /**
+   * The usage of the quota on `prefix` as recorded in the bucket, shared by every process:
+   * entries and bytes (payload + key) of its user entries, and how many were evicted since the
+   * quota was first set. An entry past its deadline counts until it is removed (by a read, the
+   * sweep, `prune()` or the next eviction, which removes expired entries first).
+   */
+  async quotaUsage(prefix: string): Promise<QuotaUsage | undefined> {
+    this.#checkOpen()
+    return this.#run('quotaUsage', (session) => this.#quotas.usage(this.#quotaIo(session), prefix))
+  }
+
+  /**
+   * Writes the reads noted for the LRU order of quotas to the bucket now, where every process's
+   * evictions see them. The store does it on its own every 50 ms, before it evicts and when it
+   * closes; this is for a caller that needs a read to count at once.
+   */
+  async flushReads(): Promise<void> {
+    this.#checkOpen()
+    if (!this.#quotas.pendingTouches) return
+    await this.#run('flushReads', (session) => this.#quotas.flushAll(this.#quotaIo(session)))
   }
 
   /**
@@ -815,8 +904,7 @@ export class NatsStore implements Store {
         this.#nativeTtl ? 'native' : 'emulated',
         Math.max(1, Math.min(MAX_HISTORY, config.max_msgs_per_subject)),
       )
-      this.#lastError = undefined
-      return {
+      const session: Session = {
         nc,
         js,
         jsm,
@@ -826,6 +914,10 @@ export class NatsStore implements Store {
         directIsLeader: direct && config.num_replicas === 1 && config.mirror === undefined,
         nativeTtl: this.#nativeTtl,
       }
+      // The quotas other processes recorded, so that the first write already respects them.
+      await this.#quotas.refresh(this.#quotaIo(session))
+      this.#lastError = undefined
+      return session
     } catch (error) {
       if (this.#owned === nc) {
         this.#owned = undefined
@@ -856,6 +948,15 @@ export class NatsStore implements Store {
   }
 
   async #shutdown(): Promise<void> {
+    clearInterval(this.#touchTimer)
+    // Reads noted for LRU go to the bucket before the connection does.
+    if (
+      this.#quotas.pendingTouches &&
+      this.#opening !== undefined &&
+      this.#disconnectedSince === undefined
+    ) {
+      await this.#flushTouches().catch(() => undefined)
+    }
     this.#closed = true
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer)
     await Promise.allSettled([...this.#background])
@@ -938,6 +1039,8 @@ export class NatsStore implements Store {
     if (expired !== undefined) this.#purgeLater(session, key, expired)
     const live = liveEntry(raw, now)
     if (live === undefined) return undefined
+    // A hit is a use for LRU: noted here, written to the bucket in batches.
+    if (this.#quotas.active) this.#quotas.touch(key)
     return { value: live.value, revision: String(live.seq), expiresAt: live.expiresAt }
   }
 
@@ -951,9 +1054,10 @@ export class NatsStore implements Store {
     value: Uint8Array,
     expiresAt: number | null,
     expectedSeq?: number,
+    native = true,
   ): Promise<number | undefined> {
     const nativeTtlSeconds =
-      session.nativeTtl && expiresAt !== null
+      native && session.nativeTtl && expiresAt !== null
         ? Math.max(1, Math.ceil((expiresAt - this.#clock.now()) / 1000))
         : undefined
     const headers = writeHeaders({ expiresAt, expectedSeq, nativeTtlSeconds })
@@ -1001,7 +1105,12 @@ export class NatsStore implements Store {
   /** Expires an entry in the background; a failure is left for the next read or sweep. */
   #purgeLater(session: Session, key: string, raw: RawEntry): void {
     if (this.#closed) return
-    const purge = this.#expire(session, key, raw).catch(() => false)
+    const purge = this.#expire(session, key, raw)
+      .then(async (removed) => {
+        if (removed) await this.#accountRemovals(session, [{ key, raw }])
+        return removed
+      })
+      .catch(() => false)
     this.#background.add(purge)
     void purge.finally(() => this.#background.delete(purge))
   }
@@ -1016,16 +1125,125 @@ export class NatsStore implements Store {
       const raw = await this.#read(session, key, true)
       if (raw === undefined || raw.deleted) return false
       if (expiredEntry(raw, this.#clock.now()) !== undefined) {
-        await this.#expire(session, key, raw)
+        if (await this.#expire(session, key, raw))
+          await this.#accountRemovals(session, [{ key, raw }])
         return false
       }
       if (expectedSeq !== undefined && raw.seq !== expectedSeq) return false
-      if (await this.#deleteAt(session, key, raw.seq)) return true
+      if (await this.#deleteAt(session, key, raw.seq)) {
+        await this.#accountRemovals(session, [{ key, raw }])
+        return true
+      }
       // Fenced on the revision we read: someone wrote in between. A fenced delete is decided;
       // an unfenced one looks again.
       if (expectedSeq !== undefined) return false
     }
     throw this.#contention('delete', key)
+  }
+
+  // ---- quotas ---------------------------------------------------------------------------------
+
+  /** What the quota bookkeeping needs, bound to a session. */
+  #quotaIo(session: Session): QuotaIo {
+    return {
+      read: (key) => this.#read(session, key, true),
+      put: (key, value, expectedSeq) =>
+        this.#publish(session, key, value, writeHeaders({ expiresAt: null, expectedSeq }), true),
+      remove: (key, raw, expired) =>
+        expired ? this.#expire(session, key, raw) : this.#deleteAt(session, key, raw.seq),
+      scan: (filter) => withTimes(this.#scan(session, filter, true, true)),
+      now: () => this.#clock.now(),
+    }
+  }
+
+  /** The quotas a write to `key` counts toward (none for system keys). */
+  #quotasFor(session: Session, key: string): Promise<QuotaState[]> | QuotaState[] {
+    if (!isUserKey(key)) return []
+    return this.#quotas.forWrite(this.#quotaIo(session), key)
+  }
+
+  /** `set` of a user key under quotas: read, then publish at the revision read. */
+  async #setUnderQuota(
+    session: Session,
+    quotas: readonly QuotaState[],
+    key: string,
+    value: Uint8Array,
+    expiresAt: number | null,
+  ): Promise<number> {
+    this.#quotas.checkFits(key, entrySize(key, value.byteLength), quotas)
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      if (attempt > 0) await casBackoff(attempt)
+      const raw = await this.#read(session, key, true)
+      const seq = await this.#quotaPut(session, quotas, key, raw, value, expiresAt)
+      if (seq !== undefined) return seq
+    }
+    throw this.#contention('set', key)
+  }
+
+  /**
+   * Publishes a user entry under quotas, only if the key's last message is still `raw` (none:
+   * no message). Growth is reserved in the ledgers first (evicting when it does not fit), so
+   * what the bucket holds never exceeds a ledger; shrinkage is given back once written, and a
+   * lost race gives the reservation back. `undefined` when the key changed since `raw`.
+   */
+  async #quotaPut(
+    session: Session,
+    quotas: readonly QuotaState[],
+    key: string,
+    raw: RawEntry | undefined,
+    value: Uint8Array,
+    expiresAt: number | null,
+  ): Promise<number | undefined> {
+    const io = this.#quotaIo(session)
+    const size = entrySize(key, value.byteLength)
+    const delta: UsageDelta = counted(raw)
+      ? { entries: 0, bytes: size - entrySize(key, raw.size), evictions: 0 }
+      : { entries: 1, bytes: size, evictions: 0 }
+    const grows = delta.entries > 0 || delta.bytes > 0
+    if (grows) await this.#quotas.admit(io, quotas, delta, key)
+    // No native TTL under a quota: the store removes expired entries itself, so it can count them.
+    // A write that fails with an unknown outcome keeps its reservation: the ledger may then
+    // count more than the bucket holds, never less.
+    const seq = await this.#write(session, key, value, expiresAt, raw?.seq ?? 0, false)
+    if (seq === undefined) {
+      if (grows) await this.#quotas.apply(io, quotas, negated(delta))
+      return undefined
+    }
+    if (delta.bytes < 0) await this.#quotas.apply(io, quotas, delta)
+    return seq
+  }
+
+  /** Subtracts removed user entries (deleted, expired, cleared) from their quotas' ledgers. */
+  async #accountRemovals(
+    session: Session,
+    removed: ReadonlyArray<{ key: string; raw: RawEntry }>,
+  ): Promise<void> {
+    if (!this.#quotas.active || removed.length === 0) return
+    const deltas = new Map<QuotaState, UsageDelta>()
+    for (const { key, raw } of removed) {
+      for (const quota of this.#quotas.of(key)) {
+        const delta = deltas.get(quota) ?? { entries: 0, bytes: 0, evictions: 0 }
+        delta.entries--
+        delta.bytes -= entrySize(key, raw.size)
+        deltas.set(quota, delta)
+      }
+    }
+    const io = this.#quotaIo(session)
+    for (const [quota, delta] of deltas) await this.#quotas.apply(io, [quota], delta)
+  }
+
+  #backgroundFlush(): void {
+    if (this.#closed || !this.#quotas.pendingTouches || this.#opening === undefined) return
+    if (this.#disconnectedSince !== undefined) return
+    const run = this.#flushTouches().catch(() => undefined)
+    this.#background.add(run)
+    void run.finally(() => this.#background.delete(run))
+  }
+
+  async #flushTouches(): Promise<void> {
+    const session = await this.#opening
+    if (session === undefined) return
+    await this.#quotas.flushAll(this.#quotaIo(session))
   }
 
   // ---- scans and sweeping ---------------------------------------------------------------------
@@ -1117,17 +1335,36 @@ export class NatsStore implements Store {
         expired.push({ key, raw })
       }
     }
-    let removed = 0
-    await forEachLimited(expired, PARALLELISM, async ({ key, raw }) => {
-      if (await this.#expire(session, key, raw)) removed++
+    const gone: Array<{ key: string; raw: RawEntry }> = []
+    await forEachLimited(expired, PARALLELISM, async (item) => {
+      if (await this.#expire(session, item.key, item.raw)) gone.push(item)
     })
+    const removed = gone.length
+    await this.#accountRemovals(session, gone)
     await forEachLimited(markers, PARALLELISM, async ({ subject, seq }) => {
       // Purges the marker and anything older on that key; a write after it has a higher
       // sequence and survives.
       await session.jsm.streams.purge(session.stream, { filter: subject, seq: seq + 1 })
     })
+    if (this.#quotas.active) {
+      await this.#quotas.reconcile(
+        this.#quotaIo(session),
+        Math.max(MIN_QUIET_MS, 3 * this.#requestTimeoutMs),
+      )
+    }
     return removed
   }
+}
+
+function negated(delta: UsageDelta): UsageDelta {
+  return { entries: -delta.entries, bytes: -delta.bytes, evictions: -delta.evictions }
+}
+
+/** A scan's messages with their server timestamps. */
+async function* withTimes(
+  scan: AsyncIterable<{ key: string; raw: RawEntry; message: JsMsg }>,
+): AsyncGenerator<{ key: string; raw: RawEntry; time: number }> {
+  for await (const { key, raw, message } of scan) yield { key, raw, time: timeOf(message) }
 }
 
 /** Server timestamp of a consumer message, in ms since the epoch. */

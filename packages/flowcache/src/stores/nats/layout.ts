@@ -31,6 +31,8 @@ export const OPERATION_HEADER = 'KV-Operation'
 export const MARKER_REASON_HEADER = 'Nats-Marker-Reason'
 /** Optimistic concurrency header: the write applies only if the subject's last sequence is this. */
 export const EXPECTED_SEQUENCE_HEADER = 'Nats-Expected-Last-Subject-Sequence'
+/** Added by the server to headers-only deliveries: the size of the payload left out. */
+export const SIZE_HEADER = 'Nats-Msg-Size'
 /** Per-message TTL of servers >= 2.11 (ADR-43). */
 export const NATIVE_TTL_HEADER = 'Nats-TTL'
 
@@ -56,6 +58,11 @@ export interface RawEntry {
   seq: number
   /** The payload (empty for markers and for headers-only reads). */
   value: Uint8Array
+  /**
+   * Bytes of the stored payload: the value's length, or on a headers-only read the server's
+   * {@link SIZE_HEADER}, so scans learn sizes without moving values.
+   */
+  size: number
   /** Deadline from {@link EXPIRES_HEADER}, or `null` when the entry never expires. */
   expiresAt: number | null
   /** A DEL or PURGE marker, or a TTL marker of a newer server: the key has no value. */
@@ -113,11 +120,15 @@ export function filterForPrefix(prefix: string): string | undefined {
 
 /** Reads a message's headers into a {@link RawEntry}. */
 export function toRawEntry(seq: number, value: Uint8Array, header: MsgHdrs | undefined): RawEntry {
-  if (header === undefined) return { seq, value, expiresAt: null, deleted: false }
+  if (header === undefined)
+    return { seq, value, size: value.byteLength, expiresAt: null, deleted: false }
   const operation = header.get(OPERATION_HEADER)
   const deleted =
     operation === 'DEL' || operation === 'PURGE' || header.get(MARKER_REASON_HEADER) !== ''
-  return { seq, value, expiresAt: parseDeadline(header.get(EXPIRES_HEADER)), deleted }
+  const sizeText = header.get(SIZE_HEADER)
+  const reported = sizeText === '' ? Number.NaN : Number(sizeText)
+  const size = Number.isSafeInteger(reported) && reported >= 0 ? reported : value.byteLength
+  return { seq, value, size, expiresAt: parseDeadline(header.get(EXPIRES_HEADER)), deleted }
 }
 
 function parseDeadline(text: string): number | null {
