@@ -357,7 +357,9 @@ describe('REST API', () => {
     const metrics = await app.inject({ method: 'GET', url: '/metrics' })
     expect(metrics.headers['content-type']).toContain('text/plain')
     expect(metrics.body).toMatch(/^flowcache_misses_total\{cache="default"\} 1$/m)
-    expect(ready.headers['content-security-policy']).toContain("default-src 'self'")
+    expect(ready.headers['content-security-policy']).toBe(
+      "default-src 'none'; frame-ancestors 'none'",
+    )
     expect(ready.headers['x-content-type-options']).toBe('nosniff')
     const preflight = await app.inject({
       method: 'OPTIONS',

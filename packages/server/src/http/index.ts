@@ -2,6 +2,7 @@
  * The HTTP server of `flowcache serve`: {@link createServer}.
  */
 export {
+  API_CONTENT_SECURITY_POLICY,
   CONTENT_SECURITY_POLICY,
   NAMESPACE_SEPARATOR,
   SCAN_LIMIT,
