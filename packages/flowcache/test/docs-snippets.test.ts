@@ -36,10 +36,13 @@
  *   ```yaml holding a flow (a top-level `steps:` key)
  *       Validated with the flow loader's `parseFlow` (of `@flowcache/server`), so a flow example
  *       with a wrong field fails.
+ *   ```yaml holding a `flowcache.yaml` (a top-level `cache:`, `server:`, `flows:` or `quotas:`)
+ *       Validated with the configuration loader's `loadConfig`, without environment variables,
+ *       so a configuration example with a wrong key or value fails.
  *   ```sh, other ```yaml, ```text, ```json, other languages and unlabelled blocks
- *       Not executed: shell commands need a running server and change the machine, YAML and
- *       JSON blocks are configuration shown next to a snippet that loads it, and text blocks
- *       are output.
+ *       Not executed: shell commands need a running server and change the machine, other YAML
+ *       and JSON blocks are configuration of other programs (Prometheus) or shown next to a
+ *       snippet that loads it, and text blocks are output.
  *
  * A fragment's reason is the rest of its info string: ```ts fragment needs Redis Sentinel.
  * Each test is named `<file>:<line>` after the line of the opening fence.
@@ -174,6 +177,33 @@ function flowModule(snippet: Snippet): string {
   ].join('\n')
 }
 
+/** Whether a YAML block is a `flowcache.yaml`: a top-level `cache:`, `server:`, `flows:` or `quotas:` key. */
+function isConfig(snippet: Snippet): boolean {
+  return (
+    snippet.lang === 'yaml' &&
+    !isFlow(snippet) &&
+    /^(cache|server|flows|quotas):/m.test(snippet.code)
+  )
+}
+
+/** A module that validates a `flowcache.yaml` block with the configuration loader (no environment). */
+function configModule(snippet: Snippet): string {
+  return [
+    `import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'`,
+    `import { tmpdir } from 'node:os'`,
+    `import { dirname, join } from 'node:path'`,
+    `import { loadConfig } from '@flowcache/server'`,
+    `const dir = mkdtempSync(join(tmpdir(), 'flowcache-docs-config-'))`,
+    `writeFileSync(join(dir, 'flowcache.yaml'), ${JSON.stringify(snippet.code)})`,
+    // A relative token_file is provided with a token, as a mounted secret would be.
+    `for (const [, file] of ${JSON.stringify(snippet.code)}.matchAll(/^\\s*token_file:\\s*(\\.[^\\s#]+)/gm)) {`,
+    `  mkdirSync(dirname(join(dir, file)), { recursive: true })`,
+    `  writeFileSync(join(dir, file), 'docs-example-token-0123456789abcdef')`,
+    `}`,
+    `await loadConfig({ file: 'flowcache.yaml', cwd: dir, env: {} })`,
+  ].join('\n')
+}
+
 /** Result of running one snippet in a child process. */
 interface RunResult {
   code: number | null
@@ -290,7 +320,9 @@ describe('extractSnippets', () => {
 const snippets = markdownFiles().flatMap((path) =>
   extractSnippets(readFileSync(path, 'utf8'), relative(repoRoot, path)),
 )
-const runnable = snippets.filter((snippet) => RUNNABLE.has(snippet.lang) || isFlow(snippet))
+const runnable = snippets.filter(
+  (snippet) => RUNNABLE.has(snippet.lang) || isFlow(snippet) || isConfig(snippet),
+)
 const workDir = join(scratch, 'work')
 for (const [path, content] of declaredFiles(snippets)) {
   mkdirSync(dirname(join(workDir, path)), { recursive: true })
@@ -354,9 +386,11 @@ describe.concurrent('docs snippets', () => {
       const isScript = snippet.flags.includes('script')
       const code = isFlow(snippet)
         ? flowModule(snippet)
-        : isScript
-          ? scriptModule(snippet.code)
-          : rewriteImports(snippet.code)
+        : isConfig(snippet)
+          ? configModule(snippet)
+          : isScript
+            ? scriptModule(snippet.code)
+            : rewriteImports(snippet.code)
       writeFileSync(path, code)
       const result = await runModule(path, workDir)
       expect(result.timedOut, `${name} did not finish within ${SNIPPET_TIMEOUT_MS} ms`).toBe(false)
