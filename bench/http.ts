@@ -10,6 +10,8 @@
  * figures are the median round of each server; the ratio is also given per pair of adjacent
  * rounds (bare, then flowcache), whose median is less sensitive to other load on the machine
  * drifting during the run. The load average before and after is printed to judge that load.
+ * Where `taskset` exists and there are 2 CPUs or more, the servers run on CPU 0 and wrk on CPU 1
+ * (`PIN=off` turns it off), so the load generator never competes for the server's core.
  *
  *   npm run bench:http --workspace @flowcache/bench
  *   CONNECTIONS=64 SECONDS=10 ROUNDS=5 STORE=sqlite:/tmp/bench.db npm run bench:http --workspace @flowcache/bench
@@ -30,6 +32,15 @@ const ROUNDS = Number(process.env.ROUNDS ?? 3)
 const WARMUP_SECONDS = Number(process.env.WARMUP_SECONDS ?? 3)
 /** `--store` of the flowcache server. */
 const STORE = process.env.STORE ?? 'memory'
+/**
+ * Pin the servers to CPU 0 and wrk to CPU 1 (with `taskset`), so that the load generator never
+ * takes the server's core: `auto` (the default) pins when `taskset` is on the PATH and the
+ * machine has at least 2 CPUs; `off` never pins.
+ */
+const PIN =
+  process.env.PIN !== 'off' &&
+  cpus().length >= 2 &&
+  spawnSync('taskset', ['-c', '0', 'true']).status === 0
 const NAMESPACE = ['tenant:bench', 'flow:orders']
 const KEY = 'order:42'
 const VALUE = { id: 42, status: 'shipped', total: 99.5, items: ['a', 'b', 'c'] }
@@ -88,9 +99,14 @@ function startServer(
   return new Promise((resolve, reject) => {
     child.once('error', reject)
     child.once('exit', (code) => reject(new Error(`the ${kind} server exited with code ${code}`)))
-    child.once('message', (message) =>
-      resolve({ url: (message as Ready).url, stop: () => child.kill('SIGTERM') }),
-    )
+    child.once('message', (message) => {
+      // All of the server's threads (its event loop and libuv's pool) on CPU 0.
+      if (PIN && child.pid !== undefined) {
+        const pinned = spawnSync('taskset', ['-a', '-p', '-c', '0', String(child.pid)])
+        if (pinned.status !== 0) reject(new Error(`taskset could not pin the ${kind} server`))
+      }
+      resolve({ url: (message as Ready).url, stop: () => child.kill('SIGTERM') })
+    })
   })
 }
 
@@ -119,11 +135,10 @@ function toMs(text: string): number {
 /** Runs wrk against `url` for `seconds` and reads requests/s and the latency percentiles. */
 function wrk(url: string, seconds: number): Promise<Round> {
   return new Promise((resolve, reject) => {
-    const child = spawn(
-      'wrk',
-      [`-t${THREADS}`, `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', url],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    )
+    const args = [`-t${THREADS}`, `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', url]
+    const child = PIN
+      ? spawn('taskset', ['-c', '1', 'wrk', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+      : spawn('wrk', args, { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
     child.on('error', reject)
@@ -210,7 +225,7 @@ function report(rounds: { bare: Round[]; flowcache: Round[] }, load: [number, nu
     `HTTP GET of one key on loopback (${STORE} store): wrk -t${THREADS} -c${CONNECTIONS}, ${ROUNDS} × ${SECONDS} s per server, alternating, after ${WARMUP_SECONDS} s warm-up; median round`,
   )
   console.log(
-    `node ${process.version}, ${cpus().length} × ${cpu}; 1-minute load average ${load[0].toFixed(1)} before, ${load[1].toFixed(1)} after`,
+    `node ${process.version}, ${cpus().length} × ${cpu}; ${PIN ? 'servers pinned to CPU 0, wrk to CPU 1' : 'not pinned'}; 1-minute load average ${load[0].toFixed(1)} before, ${load[1].toFixed(1)} after`,
   )
   console.log('')
   console.log(
