@@ -346,6 +346,29 @@ describe('redis store quotas', () => {
     })
   })
 
+  it('refuses an increment whose result is larger than the quota, and leaves the counter and the other keys', async () => {
+    root = `q${randomBytes(3).toString('hex')}` // short keys, so that two entries fit
+    const store = open()
+    const space = ns('n')
+    const [counter, other] = [user(space, 'c'), user(space, 'o')]
+    expect(other.length).toBeLessThan(16)
+    // Room for the counter at 3 characters and the other key, empty.
+    await store.setQuota(space, { maxBytes: counter.length + 3 + other.length })
+    await store.set(other, new Uint8Array(0))
+    expect(await store.increment(counter, 0.1, jsonCodec)).toBe(0.1)
+    // 0.1 + 0.2 is 0.30000000000000004: 19 characters, more than the whole quota holds.
+    await expect(store.increment(counter, 0.2, jsonCodec)).rejects.toMatchObject({
+      code: 'E_VALUE_TOO_LARGE',
+    })
+    expect(new TextDecoder().decode(bytesOf(await store.get(counter)))).toBe('0.1')
+    expect(bytesOf(await store.get(other))).toEqual(new Uint8Array(0))
+    expect(await store.quotaUsage(space)).toEqual({
+      entries: 2,
+      bytes: counter.length + 3 + other.length,
+      evictions: 0,
+    })
+  })
+
   it('refuses an entry larger than the quota with E_VALUE_TOO_LARGE and writes nothing', async () => {
     const store = open()
     const space = ns('small')

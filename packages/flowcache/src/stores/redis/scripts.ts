@@ -564,7 +564,9 @@ return { redis.call('HLEN', q.size), tonumber(stat[1] or '0'), tonumber(stat[2] 
  * missing entry ('' or ms), history depth, change channel, store key.
  * Returns `{'new'}` when it created the entry, `{'sum', text}` with the new JSON text, or
  * `{'codec'}` when the stored text is not a plain JSON number or the sum is not finite: the
- * caller then decides with its codec (tagged numbers, NaN, or not a number at all).
+ * caller then decides with its codec (tagged numbers, NaN, or not a number at all). An error
+ * reply `FLOWCACHE_TOO_LARGE …` when the new value alone exceeds a quota's maxBytes (the entry is
+ * left as it was).
  */
 export const INCREMENT = script(
   'increment',
@@ -637,6 +639,10 @@ if n == nil then return {'codec'} end
 local sum = n + tonumber(by)
 if sum ~= sum or sum == math.huge or sum == -math.huge then return {'codec'} end
 local text = number_text(sum)
+if user then
+  local refused = too_large(storekey, #text + #storekey)
+  if refused then return redis.error_reply(refused) end
+end
 -- HSET keeps the key's TTL and its 'x' field: an existing counter keeps its deadline.
 local revision = fmt(reserve(counter, 1))
 redis.call('HSET', key, 'v', text, 'r', revision)
