@@ -248,7 +248,14 @@ describe('redis store quotas', () => {
 
   /** The three quota arguments of a script run by hand, defining `def` on `space`. */
   const head = (space: string, def: string): string[] => [QUOTA_DIRECTORY, `${space}|${def};`, '0']
-  const entriesOnly = (maxEntries: number): string => `${maxEntries} ${Number.MAX_SAFE_INTEGER}`
+  /** A definition of maxEntries, set at `setAt` ms (none: older than any setQuota). */
+  const entriesOnly = (maxEntries: number, setAt?: number): string =>
+    `${maxEntries} ${Number.MAX_SAFE_INTEGER}${setAt === undefined ? '' : ` ${setAt}`}`
+  /** Now on the Redis clock, in ms. */
+  const redisNow = async (): Promise<number> => {
+    const [seconds, micros] = (await raw.time()).map(Number)
+    return seconds! * 1000 + Math.floor(micros! / 1000)
+  }
 
   it('lowering a quota on a namespace with many entries evicts in bounded batches and ends within the limit', async () => {
     const store = open()
@@ -261,7 +268,7 @@ describe('redis store quotas', () => {
       SET_QUOTA.lua,
       1,
       quotaDefinitionsKey(space),
-      ...head(space, entriesOnly(10)),
+      ...head(space, entriesOnly(10, await redisNow())),
       space,
       String(QUOTA_EVICTION_BUDGET),
     )
@@ -367,6 +374,23 @@ describe('redis store quotas', () => {
       bytes: counter.length + 3 + other.length,
       evictions: 0,
     })
+  })
+
+  it('the quota set last wins: over an older definition still in Redis, and on a replica that set an older one', async () => {
+    const [a, b] = [open(), open()]
+    const space = ns('last')
+    const defs = quotaDefinitionsKey(space)
+    await a.setQuota(space, { maxEntries: 100 })
+    await b.setQuota(space, { maxEntries: 5 })
+    // An older definition in Redis (as before b's registration lands) gives way to b's own.
+    await raw.hset(defs, space, entriesOnly(100))
+    for (let i = 0; i < 8; i++) await b.set(user(space, `b${i}`), filled(10))
+    expect((await measured(b, space)).entries).toBe(5)
+    expect(await raw.hget(defs, space)).toMatch(/^5 \d+ \d+$/)
+    // a set its quota before b did: its writes are held to b's.
+    for (let i = 0; i < 8; i++) await a.set(user(space, `a${i}`), filled(10))
+    expect((await measured(a, space)).entries).toBe(5)
+    expect(await raw.hget(defs, space)).toMatch(/^5 \d+ \d+$/)
   })
 
   it('refuses an entry larger than the quota with E_VALUE_TOO_LARGE and writes nothing', async () => {

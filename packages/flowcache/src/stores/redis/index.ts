@@ -323,6 +323,8 @@ export class RedisStore implements Store {
   readonly #changes: boolean
   /** Quotas set through this store: prefix → `<maxEntries> <maxBytes>`, passed to every script. */
   readonly #localQuotas = new Map<string, string>()
+  /** When this store last set a quota (ms on the Redis clock). */
+  #lastQuotaAt = 0
   /** Prefixes with a quota, set here or read from the directory: their reads refresh recency. */
   readonly #knownQuotas = new Set<string>()
   #quotaTimer: NodeJS.Timeout | undefined
@@ -683,8 +685,10 @@ export class RedisStore implements Store {
    * replica enforces it, and each write script accounts and evicts atomically: concurrent
    * writers overshoot `maxBytes` by at most the value being written. Entries written before the
    * quota are found with SCAN and counted as the least recently used. On a Redis Cluster the
-   * prefix must name a first-level namespace or deeper (one hash slot). This replica enforces
-   * the quota from the moment of the call, before its registration reaches Redis.
+   * prefix must name a first-level namespace or deeper (one hash slot). The definition set last
+   * (by the Redis clock) wins: this replica enforces it from the moment of the call, before its
+   * registration reaches Redis, even over an older one stored there, and a replica that set an
+   * older one follows the newer one from Redis.
    */
   setQuota(prefix: string, limits: QuotaLimits): Promise<void> {
     this.#checkOpen()
@@ -704,7 +708,11 @@ export class RedisStore implements Store {
     }
     const maxEntries = positiveInteger(limits.maxEntries, 'maxEntries', Number.MAX_SAFE_INTEGER)
     const maxBytes = positiveInteger(limits.maxBytes, 'maxBytes', Number.MAX_SAFE_INTEGER)
-    const def = `${maxEntries} ${maxBytes}`
+    // When it was set, on the Redis clock: the definition set last wins (see quota_on in
+    // ./scripts.ts), and a replica's own setQuota calls are strictly ordered.
+    const setAt = Math.max(this.now(), this.#lastQuotaAt + 1)
+    this.#lastQuotaAt = setAt
+    const def = `${maxEntries} ${maxBytes} ${setAt}`
     this.#localQuotas.set(prefix, def)
     this.#knownQuotas.add(prefix)
     return this.#registerQuota(prefix, def)
@@ -734,7 +742,11 @@ export class RedisStore implements Store {
     const [adopted, first] = await enforce()
     let more = first
     // The directory lets other replicas learn of the quota, so that their reads refresh recency.
-    await this.#call('setQuota', () => this.#client.hset(QUOTA_DIRECTORY, prefix, def))
+    // When it is the quota's definitions hash too, SET_QUOTA has registered it (unless another
+    // replica set a newer one, which must stay).
+    if (quotaDefinitionsKey(prefix) !== QUOTA_DIRECTORY) {
+      await this.#call('setQuota', () => this.#client.hset(QUOTA_DIRECTORY, prefix, def))
+    }
     if (adopted === 0) more = await this.#adopt(prefix)
     while (more) [, more] = await enforce()
   }

@@ -95,7 +95,8 @@ local function record(hkey, op, revision, value, x, depth, channel, storekey)
 end
 
 -- Namespace quotas (see QUOTA in ./index.ts for the layout). A quota on prefix P is defined by
--- the field P ('<maxEntries> <maxBytes>') of a definitions HASH: '{<tag>}#quotas' when P fixes
+-- the field P ('<maxEntries> <maxBytes> <set at>', set at in ms on the Redis clock; a definition
+-- without it counts as set at 0) of a definitions HASH: '{<tag>}#quotas' when P fixes
 -- the hash tag (two dots or more), else the store-wide directory (standalone Redis only). Its
 -- accounting lives next to that definition, in keys '<definitions>:<P>:' followed by 'size'
 -- (HASH store key -> bytes), 'lru' (ZSET store key -> access tick), 'exp' (ZSET store key ->
@@ -132,8 +133,15 @@ local function definitions_key(prefix)
   return quota_directory
 end
 
--- The quota on exactly this prefix, or false. A definition this replica passed but Redis lacks
--- (not registered yet, or lost with the data) is used and registered again.
+-- When a definition was set (0 when it does not say).
+local function set_at(def)
+  return tonumber(string.match(def, '^%d+ %d+ (%d+)$') or '0')
+end
+
+-- The quota on exactly this prefix, or false. The definition set last wins: one this replica
+-- passed that is newer than the one in Redis (a setQuota whose registration has not landed yet)
+-- or that Redis lacks (lost with the data) is used and registered; an older one gives way to the
+-- one in Redis, set since by another replica.
 local function quota_on(prefix)
   local known = quota_defs[prefix]
   if known ~= nil then return known end
@@ -141,12 +149,13 @@ local function quota_on(prefix)
   local q = false
   if defs ~= '' then
     local def = redis.call('HGET', defs, prefix)
-    if not def and quota_local[prefix] then
-      def = quota_local[prefix]
+    local mine = quota_local[prefix]
+    if mine and (not def or set_at(mine) > set_at(def)) then
+      def = mine
       redis.call('HSET', defs, prefix, def)
     end
     if def then
-      local entries, bytes = string.match(def, '^(%d+) (%d+)$')
+      local entries, bytes = string.match(def, '^(%d+) (%d+)')
       if entries then
         local base = defs .. ':' .. prefix .. ':'
         q = { prefix = prefix, size = base .. 'size', lru = base .. 'lru', exp = base .. 'exp',
@@ -499,7 +508,7 @@ local prefix = ARGV[4]
 local def = quota_local[prefix]
 local defs = definitions_key(prefix)
 if not def or defs == '' then return redis.error_reply('FLOWCACHE_QUOTA no definition') end
-redis.call('HSET', defs, prefix, def)
+-- Registers the definition unless Redis holds a newer one (set since by another replica).
 local q = quota_on(prefix)
 local adopted = redis.call('HGET', q.stat, 'adopted') and 1 or 0
 local evicted, more = 0, false
