@@ -321,7 +321,10 @@ export class RedisStore implements Store {
   /** Versions kept per user key ('0' = no log), as the scripts take it. */
   readonly #depth: string
   readonly #changes: boolean
-  /** Quotas set through this store: prefix → `<maxEntries> <maxBytes>`, passed to every script. */
+  /**
+   * Quotas set through this store: prefix → `<maxEntries> <maxBytes> <set at>`, passed to every
+   * script.
+   */
   readonly #localQuotas = new Map<string, string>()
   /** When this store last set a quota (ms on the Redis clock). */
   #lastQuotaAt = 0
@@ -712,8 +715,8 @@ export class RedisStore implements Store {
     // ./scripts.ts), and a replica's own setQuota calls are strictly ordered.
     const setAt = Math.max(this.now(), this.#lastQuotaAt + 1)
     this.#lastQuotaAt = setAt
-    const def = `${maxEntries} ${maxBytes} ${setAt}`
-    this.#localQuotas.set(prefix, def)
+    const def = `${maxEntries} ${maxBytes}`
+    this.#localQuotas.set(prefix, `${def} ${setAt}`)
     this.#knownQuotas.add(prefix)
     return this.#registerQuota(prefix, def)
   }

@@ -95,14 +95,14 @@ local function record(hkey, op, revision, value, x, depth, channel, storekey)
 end
 
 -- Namespace quotas (see QUOTA in ./index.ts for the layout). A quota on prefix P is defined by
--- the field P ('<maxEntries> <maxBytes> <set at>', set at in ms on the Redis clock; a definition
--- without it counts as set at 0) of a definitions HASH: '{<tag>}#quotas' when P fixes
+-- the field P ('<maxEntries> <maxBytes>') of a definitions HASH: '{<tag>}#quotas' when P fixes
 -- the hash tag (two dots or more), else the store-wide directory (standalone Redis only). Its
 -- accounting lives next to that definition, in keys '<definitions>:<P>:' followed by 'size'
 -- (HASH store key -> bytes), 'lru' (ZSET store key -> access tick), 'exp' (ZSET store key ->
--- deadline) and 'stat' (HASH bytes, evictions, tick). Scripts that take quotas start with three
--- ARGV: the directory key ('' on a Cluster), the quotas this replica set ('P|def;' repeated, so
--- enforcement never waits for their registration) and '1' when deletes are published.
+-- deadline) and 'stat' (HASH bytes, evictions, tick, adopted, and set: when the definition was
+-- set, in ms on the Redis clock). Scripts that take quotas start with three
+-- ARGV: the directory key ('' on a Cluster), the quotas this replica set ('P|def set;' repeated,
+-- so enforcement never waits for their registration) and '1' when deletes are published.
 local quota_directory, quota_changes = '', false
 local quota_local, quota_defs = {}, {}
 
@@ -133,11 +133,6 @@ local function definitions_key(prefix)
   return quota_directory
 end
 
--- When a definition was set (0 when it does not say).
-local function set_at(def)
-  return tonumber(string.match(def, '^%d+ %d+ (%d+)$') or '0')
-end
-
 -- The quota on exactly this prefix, or false. The definition set last wins: one this replica
 -- passed that is newer than the one in Redis (a setQuota whose registration has not landed yet)
 -- or that Redis lacks (lost with the data) is used and registered; an older one gives way to the
@@ -149,13 +144,18 @@ local function quota_on(prefix)
   local q = false
   if defs ~= '' then
     local def = redis.call('HGET', defs, prefix)
-    local mine = quota_local[prefix]
-    if mine and (not def or set_at(mine) > set_at(def)) then
-      def = mine
-      redis.call('HSET', defs, prefix, def)
+    local limits, at = string.match(quota_local[prefix] or '', '^(%d+ %d+) ?(%d*)$')
+    if limits then
+      local stat = defs .. ':' .. prefix .. ':stat'
+      at = tonumber(at) or 0
+      if not def or at > tonumber(redis.call('HGET', stat, 'set') or '0') then
+        def = limits
+        redis.call('HSET', defs, prefix, def)
+        redis.call('HSET', stat, 'set', fmt(at))
+      end
     end
     if def then
-      local entries, bytes = string.match(def, '^(%d+) (%d+)')
+      local entries, bytes = string.match(def, '^(%d+) (%d+)$')
       if entries then
         local base = defs .. ':' .. prefix .. ':'
         q = { prefix = prefix, size = base .. 'size', lru = base .. 'lru', exp = base .. 'exp',
