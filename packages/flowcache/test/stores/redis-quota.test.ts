@@ -12,7 +12,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { jsonCodec } from '../../src/core/codec.js'
 import { childPrefix, KeyKind, rootPrefix, systemKey, userKey } from '../../src/core/keyspace.js'
 import { redisStore, type RedisStore } from '../../src/stores/redis/index.js'
-import { QUOTA_DIRECTORY, toRedisKey } from '../../src/stores/redis/keys.js'
+import { QUOTA_DIRECTORY, quotaDefinitionsKey, toRedisKey } from '../../src/stores/redis/keys.js'
+import {
+  ADOPT,
+  QUOTA_EVICTION_BUDGET,
+  QUOTA_USAGE,
+  SET_QUOTA,
+  WRITE_EVICTION_BUDGET,
+} from '../../src/stores/redis/scripts.js'
 import { startRedisServer, type ServerHandle } from '../helpers/servers.js'
 import { redisUrl } from '../helpers/services.js'
 
@@ -228,6 +235,163 @@ describe('redis store quotas', () => {
     // Lowering the limit evicts at once.
     await store.setQuota(space, { maxEntries: 2 })
     expect((await measured(store, space)).keys.sort()).toEqual([fresh[3], fresh[4]].sort())
+  })
+
+  /** Writes `count` entries of 10 bytes under `space`, oldest first; returns their store keys. */
+  async function fill(store: RedisStore, space: string, count: number, ttlMs?: number) {
+    const keys = Array.from({ length: count }, (_, i) => user(space, `k${i}`))
+    for (let i = 0; i < count; i += 500) {
+      await store.setMany(keys.slice(i, i + 500).map((key) => ({ key, value: filled(10), ttlMs })))
+    }
+    return keys
+  }
+
+  /** The three quota arguments of a script run by hand, defining `def` on `space`. */
+  const head = (space: string, def: string): string[] => [QUOTA_DIRECTORY, `${space}|${def};`, '0']
+  /** A definition of maxEntries, set at `setAt` ms (none: older than any setQuota). */
+  const entriesOnly = (maxEntries: number, setAt?: number): string =>
+    `${maxEntries} ${Number.MAX_SAFE_INTEGER}${setAt === undefined ? '' : ` ${setAt}`}`
+  /** Now on the Redis clock, in ms. */
+  const redisNow = async (): Promise<number> => {
+    const [seconds, micros] = (await raw.time()).map(Number)
+    return seconds! * 1000 + Math.floor(micros! / 1000)
+  }
+
+  it('lowering a quota on a namespace with many entries evicts in bounded batches and ends within the limit', async () => {
+    const store = open()
+    const space = ns('lower')
+    const total = 2 * QUOTA_EVICTION_BUDGET + 500
+    await store.setQuota(space, { maxEntries: total })
+    const keys = await fill(store, space, total)
+    // One enforcement script, as setQuota runs it, removes at most the budget and says it is not done.
+    const once = await raw.eval(
+      SET_QUOTA.lua,
+      1,
+      quotaDefinitionsKey(space),
+      ...head(space, entriesOnly(10, await redisNow())),
+      space,
+      String(QUOTA_EVICTION_BUDGET),
+    )
+    expect(once).toEqual([1, QUOTA_EVICTION_BUDGET, 1])
+    expect(await store.quotaUsage(space)).toMatchObject({
+      entries: total - QUOTA_EVICTION_BUDGET,
+      evictions: QUOTA_EVICTION_BUDGET,
+    })
+    // setQuota calls it again until the quota fits: the 10 most recent keys are left.
+    await store.setQuota(space, { maxEntries: 10 })
+    expect((await measured(store, space)).keys.sort()).toEqual(keys.slice(-10).sort())
+    expect(await store.quotaUsage(space)).toMatchObject({ entries: 10, evictions: total - 10 })
+  })
+
+  it('a quota set over more entries than one budget adopts them and evicts down to the limit', async () => {
+    const store = open()
+    const space = ns('adoptall')
+    const total = 2 * QUOTA_EVICTION_BUDGET + 500
+    const keys = await fill(store, space, total)
+    await store.setQuota(space, { maxEntries: 10 })
+    // Adopted keys are all equally old: any 10 of them may stay.
+    const left = (await measured(store, space)).keys
+    expect(left.length).toBe(10)
+    for (const key of left) expect(keys).toContain(key)
+    expect(await store.quotaUsage(space)).toMatchObject({ entries: 10, evictions: total - 10 })
+  })
+
+  it('a write right after the adoption of many keys evicts at most its budget, and setQuota evicts the rest', async () => {
+    const writer = open()
+    const space = ns('adopted')
+    const total = 3 * WRITE_EVICTION_BUDGET
+    const keys = await fill(writer, space, total)
+    // The last step of an adoption with no eviction budget: every key counted, none evicted.
+    const adopted = await raw.eval(
+      ADOPT.lua,
+      1,
+      quotaDefinitionsKey(space),
+      ...head(space, entriesOnly(10)),
+      space,
+      '1',
+      '0',
+      ...keys,
+    )
+    expect(adopted).toEqual([0, 1])
+    expect(await writer.quotaUsage(space)).toMatchObject({ entries: total, evictions: 0 })
+    // writer never set the quota: it enforces the one in Redis, within one write's budget.
+    const fresh = user(space, 'fresh')
+    await writer.set(fresh, filled(10))
+    expect(await writer.quotaUsage(space)).toMatchObject({
+      entries: total + 1 - WRITE_EVICTION_BUDGET,
+      evictions: WRITE_EVICTION_BUDGET,
+    })
+    await open().setQuota(space, { maxEntries: 10 })
+    const left = (await measured(writer, space)).keys
+    expect(left.length).toBe(10)
+    expect(left).toContain(fresh)
+    expect(await writer.quotaUsage(space)).toMatchObject({ entries: 10, evictions: total + 1 - 10 })
+  })
+
+  it('quotaUsage drops expired keys in bounded batches and still reports none of them', async () => {
+    const store = open()
+    const space = ns('expired')
+    const total = QUOTA_EVICTION_BUDGET + 200
+    await store.setQuota(space, { maxEntries: 10 * total })
+    await fill(store, space, total, 300)
+    const live = user(space, 'live')
+    await store.set(live, filled(10))
+    await sleep(400)
+    const once = await raw.eval(
+      QUOTA_USAGE.lua,
+      1,
+      quotaDefinitionsKey(space),
+      ...head(space, entriesOnly(10 * total)),
+      space,
+    )
+    // One call drops one budget of them and says more are left; quotaUsage goes on until none is.
+    expect(once).toEqual([201, expect.any(Number), 0, 1])
+    expect(await store.quotaUsage(space)).toEqual({
+      entries: 1,
+      bytes: live.length + 10,
+      evictions: 0,
+    })
+  })
+
+  it('refuses an increment whose result is larger than the quota, and leaves the counter and the other keys', async () => {
+    root = `q${randomBytes(3).toString('hex')}` // short keys, so that two entries fit
+    const store = open()
+    const space = ns('n')
+    const [counter, other] = [user(space, 'c'), user(space, 'o')]
+    expect(other.length).toBeLessThan(16)
+    // Room for the counter at 3 characters and the other key, empty.
+    await store.setQuota(space, { maxBytes: counter.length + 3 + other.length })
+    await store.set(other, new Uint8Array(0))
+    expect(await store.increment(counter, 0.1, jsonCodec)).toBe(0.1)
+    // 0.1 + 0.2 is 0.30000000000000004: 19 characters, more than the whole quota holds.
+    await expect(store.increment(counter, 0.2, jsonCodec)).rejects.toMatchObject({
+      code: 'E_VALUE_TOO_LARGE',
+    })
+    expect(new TextDecoder().decode(bytesOf(await store.get(counter)))).toBe('0.1')
+    expect(bytesOf(await store.get(other))).toEqual(new Uint8Array(0))
+    expect(await store.quotaUsage(space)).toEqual({
+      entries: 2,
+      bytes: counter.length + 3 + other.length,
+      evictions: 0,
+    })
+  })
+
+  it('the quota set last wins: over an older definition still in Redis, and on a replica that set an older one', async () => {
+    const [a, b] = [open(), open()]
+    const space = ns('last')
+    const defs = quotaDefinitionsKey(space)
+    await a.setQuota(space, { maxEntries: 100 })
+    await b.setQuota(space, { maxEntries: 5 })
+    // An older definition in Redis (as before b's registration lands) gives way to b's own.
+    await raw.hset(defs, space, entriesOnly(100))
+    await raw.hset(`${defs}:${space}:stat`, 'set', '1')
+    for (let i = 0; i < 8; i++) await b.set(user(space, `b${i}`), filled(10))
+    expect((await measured(b, space)).entries).toBe(5)
+    expect(await raw.hget(defs, space)).toMatch(/^5 \d+$/)
+    // a set its quota before b did: its writes are held to b's.
+    for (let i = 0; i < 8; i++) await a.set(user(space, `a${i}`), filled(10))
+    expect((await measured(a, space)).entries).toBe(5)
+    expect(await raw.hget(defs, space)).toMatch(/^5 \d+$/)
   })
 
   it('refuses an entry larger than the quota with E_VALUE_TOO_LARGE and writes nothing', async () => {

@@ -71,6 +71,7 @@ import {
   GET_MANY,
   GET_TOUCH,
   INCREMENT,
+  QUOTA_EVICTION_BUDGET,
   QUOTA_USAGE,
   SET_MANY,
   SET_QUOTA,
@@ -149,8 +150,6 @@ const CAS_ATTEMPTS = 1000
 const CLOCK_SAMPLE_MS = 30_000
 /** How often a replica reads the quota directory again, in ms. */
 const QUOTA_REFRESH_MS = 5_000
-/** Evictions per script call when a quota is set or lowered, so one call never blocks for long. */
-const QUOTA_EVICTION_BUDGET = 1000
 /** Marks the error reply of a write that could never fit its quota (see scripts.ts). */
 const TOO_LARGE_MARK = 'FLOWCACHE_TOO_LARGE '
 
@@ -322,8 +321,13 @@ export class RedisStore implements Store {
   /** Versions kept per user key ('0' = no log), as the scripts take it. */
   readonly #depth: string
   readonly #changes: boolean
-  /** Quotas set through this store: prefix → `<maxEntries> <maxBytes>`, passed to every script. */
+  /**
+   * Quotas set through this store: prefix → `<maxEntries> <maxBytes> <set at>`, passed to every
+   * script.
+   */
   readonly #localQuotas = new Map<string, string>()
+  /** When this store last set a quota (ms on the Redis clock). */
+  #lastQuotaAt = 0
   /** Prefixes with a quota, set here or read from the directory: their reads refresh recency. */
   readonly #knownQuotas = new Set<string>()
   #quotaTimer: NodeJS.Timeout | undefined
@@ -684,8 +688,10 @@ export class RedisStore implements Store {
    * replica enforces it, and each write script accounts and evicts atomically: concurrent
    * writers overshoot `maxBytes` by at most the value being written. Entries written before the
    * quota are found with SCAN and counted as the least recently used. On a Redis Cluster the
-   * prefix must name a first-level namespace or deeper (one hash slot). This replica enforces
-   * the quota from the moment of the call, before its registration reaches Redis.
+   * prefix must name a first-level namespace or deeper (one hash slot). The definition set last
+   * (by the Redis clock) wins: this replica enforces it from the moment of the call, before its
+   * registration reaches Redis, even over an older one stored there, and a replica that set an
+   * older one follows the newer one from Redis.
    */
   setQuota(prefix: string, limits: QuotaLimits): Promise<void> {
     this.#checkOpen()
@@ -705,15 +711,21 @@ export class RedisStore implements Store {
     }
     const maxEntries = positiveInteger(limits.maxEntries, 'maxEntries', Number.MAX_SAFE_INTEGER)
     const maxBytes = positiveInteger(limits.maxBytes, 'maxBytes', Number.MAX_SAFE_INTEGER)
+    // When it was set, on the Redis clock: the definition set last wins (see quota_on in
+    // ./scripts.ts), and a replica's own setQuota calls are strictly ordered.
+    const setAt = Math.max(this.now(), this.#lastQuotaAt + 1)
+    this.#lastQuotaAt = setAt
     const def = `${maxEntries} ${maxBytes}`
-    this.#localQuotas.set(prefix, def)
+    this.#localQuotas.set(prefix, `${def} ${setAt}`)
     this.#knownQuotas.add(prefix)
     return this.#registerQuota(prefix, def)
   }
 
   async #registerQuota(prefix: string, def: string): Promise<void> {
     const head = this.#quotaHead([prefix])
-    const enforce = async (): Promise<[number, number]> => {
+    // Each call removes at most QUOTA_EVICTION_BUDGET keys, so a quota far over its limits is
+    // brought back in several short scripts rather than one that blocks Redis.
+    const enforce = async (): Promise<[adopted: number, more: boolean]> => {
       const reply = replyArray(
         'setQuota',
         await this.#call('setQuota', () =>
@@ -724,20 +736,22 @@ export class RedisStore implements Store {
           ),
         ),
       )
-      const [adopted, evicted] = reply
-      if (typeof adopted !== 'number' || typeof evicted !== 'number') {
+      const [adopted, evicted, more] = reply
+      if (typeof adopted !== 'number' || typeof evicted !== 'number' || typeof more !== 'number') {
         throw unexpectedReply('setQuota', reply)
       }
-      return [adopted, evicted]
+      return [adopted, more === 1]
     }
-    let [adopted, evicted] = await enforce()
+    const [adopted, first] = await enforce()
+    let more = first
     // The directory lets other replicas learn of the quota, so that their reads refresh recency.
-    await this.#call('setQuota', () => this.#client.hset(QUOTA_DIRECTORY, prefix, def))
-    if (adopted === 0) {
-      await this.#adopt(prefix)
-      ;[adopted, evicted] = await enforce()
+    // When it is the quota's definitions hash too, SET_QUOTA has registered it (unless another
+    // replica set a newer one, which must stay).
+    if (quotaDefinitionsKey(prefix) !== QUOTA_DIRECTORY) {
+      await this.#call('setQuota', () => this.#client.hset(QUOTA_DIRECTORY, prefix, def))
     }
-    while (evicted >= QUOTA_EVICTION_BUDGET) [, evicted] = await enforce()
+    if (adopted === 0) more = await this.#adopt(prefix)
+    while (more) [, more] = await enforce()
   }
 
   /**
@@ -756,10 +770,17 @@ export class RedisStore implements Store {
       ),
     )
     if (reply === null) return undefined
-    const [entries, bytes, evictions] = replyArray('quotaUsage', reply)
-    if (typeof entries !== 'number' || typeof bytes !== 'number' || typeof evictions !== 'number') {
+    const [entries, bytes, evictions, more] = replyArray('quotaUsage', reply)
+    if (
+      typeof entries !== 'number' ||
+      typeof bytes !== 'number' ||
+      typeof evictions !== 'number' ||
+      typeof more !== 'number'
+    ) {
       throw unexpectedReply('quotaUsage', reply)
     }
+    // Each call drops a bounded batch of expired keys; the figures count none once it is done.
+    if (more === 1) return this.quotaUsage(prefix)
     return { entries, bytes, evictions }
   }
 
@@ -1252,25 +1273,35 @@ export class RedisStore implements Store {
 
   /**
    * Counts the user entries under a new quota's prefix that were written before it (SCAN), then
-   * enforces it. Idempotent: keys counted already are skipped, so replicas may race on it.
+   * enforces it within one budget of evictions. Idempotent: keys counted already are skipped, so
+   * replicas may race on it. Returns whether the quota is still over (the caller evicts the rest).
    */
-  async #adopt(prefix: string): Promise<void> {
+  async #adopt(prefix: string): Promise<boolean> {
     const head = this.#quotaHead([prefix])
-    const run = (keys: string[], complete: boolean): Promise<unknown> =>
-      this.#call('setQuota', () =>
-        this.#eval(
-          ADOPT,
-          [quotaDefinitionsKey(prefix)],
-          [...head, prefix, complete ? '1' : '0', '0', ...keys],
+    const run = async (keys: string[], complete: boolean): Promise<boolean> => {
+      const reply = replyArray(
+        'setQuota',
+        await this.#call('setQuota', () =>
+          this.#eval(
+            ADOPT,
+            [quotaDefinitionsKey(prefix)],
+            [...head, prefix, complete ? '1' : '0', String(QUOTA_EVICTION_BUDGET), ...keys],
+          ),
         ),
       )
+      const [evicted, more] = reply
+      if (typeof evicted !== 'number' || typeof more !== 'number') {
+        throw unexpectedReply('setQuota', reply)
+      }
+      return more === 1
+    }
     const pending: string[] = []
     for await (const key of this.list(prefix)) {
       if (!isUserKey(key)) continue
       pending.push(key)
       if (pending.length >= BATCH_SIZE) await run(pending.splice(0), false)
     }
-    await run(pending, true)
+    return run(pending, true)
   }
 
   async #sampleClock(): Promise<void> {

@@ -25,6 +25,21 @@ export const COUNTER_TTL_MS = 3_600_000
 /** How long the version log of a deleted key is kept after its delete marker, in ms (one hour). */
 export const TOMBSTONE_TTL_MS = 3_600_000
 
+/**
+ * Most keys one quota script call removes from a quota (expired keys dropped plus live keys
+ * evicted) when a quota is set, lowered, adopted or read: a call never blocks Redis for long, and
+ * the caller calls again while the quota is still over.
+ */
+export const QUOTA_EVICTION_BUDGET = 1000
+
+/**
+ * Most keys a write removes from each quota over its key, per entry written: enough to make room
+ * for the entry in the normal case (values of similar sizes), and a bound on the time one write
+ * spends evicting when a quota is far over (just lowered, or adopting keys written before it).
+ * That backlog is left to the budgeted loop of `setQuota`.
+ */
+export const WRITE_EVICTION_BUDGET = 128
+
 // Helpers shared by the writing scripts. Lua numbers are doubles: every integer here (µs and ms
 // since the epoch, counters) stays below 2^53, and '%.0f' prints them without an exponent, which
 // tostring() and redis.call's own number conversion (%.14g) would not.
@@ -84,9 +99,10 @@ end
 -- the hash tag (two dots or more), else the store-wide directory (standalone Redis only). Its
 -- accounting lives next to that definition, in keys '<definitions>:<P>:' followed by 'size'
 -- (HASH store key -> bytes), 'lru' (ZSET store key -> access tick), 'exp' (ZSET store key ->
--- deadline) and 'stat' (HASH bytes, evictions, tick). Scripts that take quotas start with three
--- ARGV: the directory key ('' on a Cluster), the quotas this replica set ('P|def;' repeated, so
--- enforcement never waits for their registration) and '1' when deletes are published.
+-- deadline) and 'stat' (HASH bytes, evictions, tick, adopted, and set: when the definition was
+-- set, in ms on the Redis clock). Scripts that take quotas start with three
+-- ARGV: the directory key ('' on a Cluster), the quotas this replica set ('P|def set;' repeated,
+-- so enforcement never waits for their registration) and '1' when deletes are published.
 local quota_directory, quota_changes = '', false
 local quota_local, quota_defs = {}, {}
 
@@ -117,8 +133,10 @@ local function definitions_key(prefix)
   return quota_directory
 end
 
--- The quota on exactly this prefix, or false. A definition this replica passed but Redis lacks
--- (not registered yet, or lost with the data) is used and registered again.
+-- The quota on exactly this prefix, or false. The definition set last wins: one this replica
+-- passed that is newer than the one in Redis (a setQuota whose registration has not landed yet)
+-- or that Redis lacks (lost with the data) is used and registered; an older one gives way to the
+-- one in Redis, set since by another replica.
 local function quota_on(prefix)
   local known = quota_defs[prefix]
   if known ~= nil then return known end
@@ -126,9 +144,15 @@ local function quota_on(prefix)
   local q = false
   if defs ~= '' then
     local def = redis.call('HGET', defs, prefix)
-    if not def and quota_local[prefix] then
-      def = quota_local[prefix]
-      redis.call('HSET', defs, prefix, def)
+    local limits, at = string.match(quota_local[prefix] or '', '^(%d+ %d+) ?(%d*)$')
+    if limits then
+      local stat = defs .. ':' .. prefix .. ':stat'
+      at = tonumber(at) or 0
+      if not def or at > tonumber(redis.call('HGET', stat, 'set') or '0') then
+        def = limits
+        redis.call('HSET', defs, prefix, def)
+        redis.call('HSET', stat, 'set', fmt(at))
+      end
     end
     if def then
       local entries, bytes = string.match(def, '^(%d+) (%d+)$')
@@ -227,24 +251,31 @@ local function over(q)
     tonumber(redis.call('HGET', q.stat, 'bytes') or '0') > q.max_bytes
 end
 
--- Stops counting up to 100 expired keys of q; returns how many. Redis expires entries itself
--- (past the deadline they read as absent), so only the accounting is left to drop.
-local function drop_expired(q)
-  local due = redis.call('ZRANGEBYSCORE', q.exp, '-inf', '(' .. fmt(now_ms()), 'LIMIT', 0, 100)
+-- Stops counting up to limit (at most 100) expired keys of q; returns how many. Redis expires
+-- entries itself (past the deadline they read as absent), so only the accounting is left to drop.
+local function drop_expired(q, limit)
+  if limit <= 0 then return 0 end
+  local due = redis.call('ZRANGEBYSCORE', q.exp, '-inf', '(' .. fmt(now_ms()), 'LIMIT', 0,
+    math.min(limit, 100))
   for _, storekey in ipairs(due) do unaccount(storekey) end
   return #due
 end
 
 -- Evicts least recently used user keys of q until it is within its limits, after dropping
 -- expired keys: a live key never goes while an expired one still counts. Each eviction deletes
--- the entry and its version log and publishes a delete. Returns how many were evicted.
+-- the entry and its version log and publishes a delete. Removes at most budget keys (expired
+-- ones dropped and live ones evicted), so one script never blocks Redis for long. Returns how
+-- many were evicted, and true when q is still over because the budget ran out.
 local function enforce(q, budget)
-  local evicted = 0
-  while over(q) and (not budget or evicted < budget) do
-    if drop_expired(q) == 0 then
+  local evicted, removed = 0, 0
+  while removed < budget and over(q) do
+    local dropped = drop_expired(q, budget - removed)
+    removed = removed + dropped
+    if dropped == 0 then
       local victim = redis.call('ZRANGE', q.lru, 0, 0)[1]
       if not victim then break end
       unaccount(victim)
+      removed = removed + 1
       local key, tag = redis_key(victim)
       if redis.call('DEL', key) == 1 then
         redis.call('DEL', key .. '#h')
@@ -256,11 +287,13 @@ local function enforce(q, budget)
     end
   end
   if evicted > 0 then redis.call('HINCRBY', q.stat, 'evictions', evicted) end
-  return evicted
+  return evicted, removed >= budget and over(q)
 end
 
-local function enforce_all(touched)
-  for _, q in pairs(touched) do enforce(q) end
+-- Enforces the quotas a write touched, each within budget: a quota far over its limits (just
+-- lowered, or adopting keys written before it) is brought back by the loop of setQuota.
+local function enforce_all(touched, budget)
+  for _, q in pairs(touched) do enforce(q, budget) end
 end
 
 -- Replaces whatever is at key (fields, TTL, even another type) with a fresh entry.
@@ -288,7 +321,8 @@ function script(name: string, body: string): LuaScript {
  * or `keep` to keep the entry's deadline, with `cas`), history depth, change channel, store key
  * (see `record`). Returns the new revision, or nil when the condition failed; an error reply
  * `FLOWCACHE_TOO_LARGE …` when the entry alone exceeds a quota's maxBytes. A user entry counts
- * toward the quotas over it, which evict their least recently used keys when over.
+ * toward the quotas over it, which evict their least recently used keys when over (at most
+ * {@link WRITE_EVICTION_BUDGET} per quota).
  */
 export const WRITE = script(
   'write',
@@ -319,7 +353,7 @@ end
 if user then
   local touched = {}
   account(storekey, #value + #storekey, redis.call('HGET', key, 'x'), touched)
-  enforce_all(touched)
+  enforce_all(touched, ${WRITE_EVICTION_BUDGET})
 end
 return revision
 `,
@@ -328,7 +362,9 @@ return revision
 /**
  * Unconditional writes of many entries. KEYS: entry1, counter1, log1, entry2, counter2, log2, …
  * ARGV: the three quota arguments, then per entry its value, ttl, history depth, change channel
- * and store key. Returns the revisions in order. Quotas are enforced once, after every write.
+ * and store key. Returns the revisions in order. Quotas are enforced once, after every write,
+ * removing at most {@link WRITE_EVICTION_BUDGET} keys per entry written (and at most
+ * {@link QUOTA_EVICTION_BUDGET}) from each.
  */
 export const SET_MANY = script(
   'setMany',
@@ -357,7 +393,7 @@ for i = 1, n do
   end
   revisions[#revisions + 1] = revision
 end
-enforce_all(touched)
+enforce_all(touched, math.min(${QUOTA_EVICTION_BUDGET}, ${WRITE_EVICTION_BUDGET} * n))
 return revisions
 `,
 )
@@ -459,9 +495,10 @@ return out
 
 /**
  * Records a quota and enforces it. KEYS: none. ARGV: the three quota arguments (the second one
- * holds the definition), the prefix, and a budget of evictions. Returns `{adopted, evicted}`:
+ * holds the definition), the prefix, and a budget of removals. Returns `{adopted, evicted, more}`:
  * adopted = 1 when the quota's existing keys were counted already, 0 when the caller must count
- * them (with ADOPT), and how many keys it evicted (at most the budget; call again while equal).
+ * them (with ADOPT, and nothing is enforced yet), how many keys it evicted, and more = 1 when the
+ * budget ran out with the quota still over (call again).
  */
 export const SET_QUOTA = script(
   'setQuota',
@@ -471,39 +508,42 @@ local prefix = ARGV[4]
 local def = quota_local[prefix]
 local defs = definitions_key(prefix)
 if not def or defs == '' then return redis.error_reply('FLOWCACHE_QUOTA no definition') end
-redis.call('HSET', defs, prefix, def)
+-- Registers the definition unless Redis holds a newer one (set since by another replica).
 local q = quota_on(prefix)
 local adopted = redis.call('HGET', q.stat, 'adopted') and 1 or 0
-local evicted = 0
-if adopted == 1 then evicted = enforce(q, tonumber(ARGV[5])) end
-return { adopted, evicted }
+local evicted, more = 0, false
+if adopted == 1 then evicted, more = enforce(q, tonumber(ARGV[5])) end
+return { adopted, evicted, more and 1 or 0 }
 `,
 )
 
 /**
  * Counts user entries that existed before their quota (found by SCAN) as its least recently used
  * keys. ARGV: the three quota arguments, the prefix, '1' when the SCAN is complete (then the
- * quota is marked adopted and enforced), the budget of evictions, then the store keys.
- * Returns how many keys it evicted.
+ * quota is marked adopted and enforced), the budget of removals, then the store keys.
+ * Returns `{evicted, more}` like {@link SET_QUOTA}: more = 1 when the quota is still over.
  */
 export const ADOPT = script(
   'adopt',
   `
 quota_setup()
 local q = quota_on(ARGV[4])
-if not q then return 0 end
+if not q then return { 0, 0 } end
 for i = 7, #ARGV do
   if string.sub(ARGV[i], 1, #q.prefix) == q.prefix and is_user(ARGV[i]) then adopt(q, ARGV[i]) end
 end
-if ARGV[5] ~= '1' then return 0 end
+if ARGV[5] ~= '1' then return { 0, 0 } end
 redis.call('HSET', q.stat, 'adopted', '1')
-return enforce(q, tonumber(ARGV[6]))
+local evicted, more = enforce(q, tonumber(ARGV[6]))
+return { evicted, more and 1 or 0 }
 `,
 )
 
 /**
  * What a quota uses now, expired keys dropped first. ARGV: the three quota arguments, the prefix.
- * Returns `{entries, bytes, evictions}`, or nil when no quota is defined on the prefix.
+ * Drops at most {@link QUOTA_EVICTION_BUDGET} expired keys per call. Returns
+ * `{entries, bytes, evictions, more}`, more = 1 when expired keys still count (call again for
+ * honest figures), or nil when no quota is defined on the prefix.
  */
 export const QUOTA_USAGE = script(
   'quotaUsage',
@@ -511,9 +551,19 @@ export const QUOTA_USAGE = script(
 quota_setup()
 local q = quota_on(ARGV[4])
 if not q then return false end
-while drop_expired(q) > 0 do end
+local dropped = 0
+while dropped < ${QUOTA_EVICTION_BUDGET} do
+  local n = drop_expired(q, ${QUOTA_EVICTION_BUDGET} - dropped)
+  if n == 0 then break end
+  dropped = dropped + n
+end
+local more = 0
+if dropped >= ${QUOTA_EVICTION_BUDGET} and
+  #redis.call('ZRANGEBYSCORE', q.exp, '-inf', '(' .. fmt(now_ms()), 'LIMIT', 0, 1) > 0 then
+  more = 1
+end
 local stat = redis.call('HMGET', q.stat, 'bytes', 'evictions')
-return { redis.call('HLEN', q.size), tonumber(stat[1] or '0'), tonumber(stat[2] or '0') }
+return { redis.call('HLEN', q.size), tonumber(stat[1] or '0'), tonumber(stat[2] or '0'), more }
 `,
 )
 
@@ -523,7 +573,9 @@ return { redis.call('HLEN', q.size), tonumber(stat[1] or '0'), tonumber(stat[2] 
  * missing entry ('' or ms), history depth, change channel, store key.
  * Returns `{'new'}` when it created the entry, `{'sum', text}` with the new JSON text, or
  * `{'codec'}` when the stored text is not a plain JSON number or the sum is not finite: the
- * caller then decides with its codec (tagged numbers, NaN, or not a number at all).
+ * caller then decides with its codec (tagged numbers, NaN, or not a number at all). An error
+ * reply `FLOWCACHE_TOO_LARGE …` when the new value alone exceeds a quota's maxBytes (the entry is
+ * left as it was).
  */
 export const INCREMENT = script(
   'increment',
@@ -587,7 +639,7 @@ if not current then
   if user then
     local touched = {}
     account(storekey, #initial + #storekey, redis.call('HGET', key, 'x'), touched)
-    enforce_all(touched)
+    enforce_all(touched, ${WRITE_EVICTION_BUDGET})
   end
   return {'new'}
 end
@@ -596,6 +648,10 @@ if n == nil then return {'codec'} end
 local sum = n + tonumber(by)
 if sum ~= sum or sum == math.huge or sum == -math.huge then return {'codec'} end
 local text = number_text(sum)
+if user then
+  local refused = too_large(storekey, #text + #storekey)
+  if refused then return redis.error_reply(refused) end
+end
 -- HSET keeps the key's TTL and its 'x' field: an existing counter keeps its deadline.
 local revision = fmt(reserve(counter, 1))
 redis.call('HSET', key, 'v', text, 'r', revision)
@@ -605,7 +661,7 @@ end
 if user then
   local touched = {}
   account(storekey, #text + #storekey, redis.call('HGET', key, 'x'), touched)
-  enforce_all(touched)
+  enforce_all(touched, ${WRITE_EVICTION_BUDGET})
 end
 return {'sum', text}
 `,
