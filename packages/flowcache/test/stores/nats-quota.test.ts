@@ -343,6 +343,43 @@ describe('nats store: namespace quotas shared by replicas', () => {
     assert.equal((await store.quotaUsage(ns))?.entries, 0)
   })
 
+  it('nested quotas: an eviction for one quota is subtracted from every quota covering the key', async () => {
+    const outer = namespace('tenant')
+    const inner = childPrefix(outer, 'sub', MAX_KEY)
+    const store = open()
+    await store.setQuota(outer, { maxEntries: 6 })
+    await store.setQuota(inner, { maxEntries: 3 })
+    const check = async (step: string): Promise<void> => {
+      for (const prefix of [outer, inner]) {
+        const usage = await store.quotaUsage(prefix)
+        const real = await stored(prefix)
+        assert.deepEqual(
+          { entries: usage?.entries, bytes: usage?.bytes },
+          { entries: real.entries, bytes: real.bytes },
+          `${step}: ${prefix}`,
+        )
+      }
+    }
+    // The inner quota evicts 2 of its 5: the outer ledger must lose them too.
+    for (let i = 0; i < 5; i++) await store.set(user(inner, `in${i}`), filled(50, i))
+    await check('evictions in the inner quota')
+    assert.equal((await store.quotaUsage(inner))?.evictions, 2)
+    assert.equal((await store.quotaUsage(outer))?.evictions, 0)
+    // The outer quota evicts its least recently used entries, the inner ones first: the inner
+    // ledger must lose them too.
+    for (let i = 0; i < 5; i++) await store.set(user(outer, `out${i}`), filled(80, i))
+    await check('evictions in the outer quota')
+    assert.equal((await store.quotaUsage(outer))?.evictions, 2)
+    assert.equal((await stored(outer)).entries, 6)
+    // Both at once, from a second process that knows both quotas from the bucket.
+    const other = open()
+    for (let i = 5; i < 12; i++) await other.set(user(inner, `in${i}`), filled(60, i))
+    for (let i = 5; i < 9; i++) await other.set(user(outer, `out${i}`), filled(70, i))
+    await check('both, from another process')
+    assert.ok((await stored(inner)).entries <= 3)
+    assert.ok((await stored(outer)).entries <= 6)
+  })
+
   it('expired entries stop counting: removed by prune, and first in line when the quota is full', async () => {
     const clock = new ManualClock()
     const ns = namespace('expiry')

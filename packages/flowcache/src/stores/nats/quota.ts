@@ -588,6 +588,9 @@ export class NatsQuotas {
       bytes += candidate.size
     }
     const freed: UsageDelta = { entries: 0, bytes: 0, evictions: 0 }
+    // What the removals take from the other quotas covering the removed keys (nested quotas):
+    // subtracted from their ledgers here, while `freed` is left to the admission of `state`.
+    const others = new Map<QuotaState, UsageDelta>()
     const now = io.now()
     await Promise.all(
       chosen.map(async (candidate) => {
@@ -596,8 +599,16 @@ export class NatsQuotas {
         freed.entries++
         freed.bytes += candidate.size
         if (!expired) freed.evictions++
+        for (const other of this.of(candidate.key)) {
+          if (other === state) continue
+          const delta = others.get(other) ?? { entries: 0, bytes: 0, evictions: 0 }
+          delta.entries--
+          delta.bytes -= candidate.size
+          others.set(other, delta)
+        }
       }),
     )
+    for (const [other, delta] of others) await this.apply(io, [other], delta)
     return { freed, present: chosen.length === 0 ? present : undefined }
   }
 
