@@ -12,10 +12,15 @@ import { connect, nanos, type NatsConnection } from '@nats-io/transport-node'
 import { afterAll, afterEach, beforeAll, describe, it } from 'vitest'
 
 import { ManualClock } from '../../src/core/clock.js'
-import { InvalidArgumentError, ValueTooLargeError } from '../../src/errors.js'
+import {
+  InvalidArgumentError,
+  StoreUnavailableError,
+  ValueTooLargeError,
+} from '../../src/errors.js'
 import { jsonCodec } from '../../src/core/codec.js'
 import { childPrefix, isUserKey, rootPrefix, systemKey, userKey } from '../../src/core/keyspace.js'
 import { natsStore, type NatsStore, type NatsStoreOptions } from '../../src/stores/nats/index.js'
+import { entrySize, NatsQuotas, type QuotaIo } from '../../src/stores/nats/quota.js'
 import { natsUrl } from '../helpers/services.js'
 
 const run = randomBytes(4).toString('hex')
@@ -378,6 +383,56 @@ describe('nats store: namespace quotas shared by replicas', () => {
     await check('both, from another process')
     assert.ok((await stored(inner)).entries <= 3)
     assert.ok((await stored(outer)).entries <= 6)
+  })
+
+  it('a write that one of its quotas refuses gives back what it reserved in the others', async () => {
+    const outer = namespace('tenant')
+    const inner = childPrefix(outer, 'sub', MAX_KEY)
+    const store = open()
+    const limits = { maxEntries: Number.MAX_SAFE_INTEGER, maxBytes: 100_000 }
+    await store.setQuota(outer, limits)
+    await store.setQuota(inner, limits)
+    await store.set(user(inner, 'k0'), filled(100, 1))
+    const before = await store.quotaUsage(outer)
+    // The bookkeeping of another process over the same bucket, whose requests to the inner
+    // ledger fail (its connection broke), while the outer ledger is reachable.
+    const kv = await new Kvm(nc).open(bucket)
+    const innerLedger = `==flowcache-quota.${inner.slice(0, -1)}`
+    const io: QuotaIo = {
+      read: async (key) => {
+        const entry = await kv.get(key)
+        if (entry === null) return undefined
+        const deleted = entry.operation !== 'PUT'
+        return {
+          seq: entry.revision,
+          value: entry.value,
+          size: entry.length,
+          expiresAt: null,
+          deleted,
+        }
+      },
+      put: async (key, value, expectedSeq) => {
+        if (key === innerLedger) throw new StoreUnavailableError('nats store: connection lost')
+        return (
+          expectedSeq === 0 ? kv.create(key, value) : kv.update(key, value, expectedSeq)
+        ).catch(() => undefined)
+      },
+      remove: () => Promise.reject(new Error('no eviction expected')),
+      // eslint-disable-next-line require-yield
+      scan: async function* () {
+        throw new Error('no scan expected')
+      },
+      now: () => Date.now(),
+    }
+    const quotas = new NatsQuotas()
+    const states = [quotas.define(outer, limits), quotas.define(inner, limits)]
+    const key = user(inner, 'k1')
+    await assert.rejects(
+      quotas.admit(io, states, { entries: 1, bytes: entrySize(key, 500), evictions: 0 }, key),
+      StoreUnavailableError,
+    )
+    assert.deepEqual(await store.quotaUsage(outer), before, 'the outer reservation was given back')
+    assert.deepEqual(await store.quotaUsage(inner), before)
   })
 
   it('expired entries stop counting: removed by prune, and first in line when the quota is full', async () => {

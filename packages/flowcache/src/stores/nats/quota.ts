@@ -444,7 +444,9 @@ export class NatsQuotas {
   /**
    * Reserves `delta` (growth: entries and bytes >= 0) in every quota of a key before the key is
    * written, evicting least recently used entries of a quota first when it would not fit.
-   * `exclude` (the key being written) is never evicted.
+   * `exclude` (the key being written) is never evicted. When one quota refuses (or its ledger
+   * cannot be reached), the reservations already made in the others are given back before the
+   * error is thrown, as far as their ledgers can be reached.
    */
   async admit(
     io: QuotaIo,
@@ -452,7 +454,21 @@ export class NatsQuotas {
     delta: UsageDelta,
     exclude: string | undefined,
   ): Promise<void> {
-    for (const state of states) await this.#admitOne(io, state, delta, exclude)
+    const admitted: QuotaState[] = []
+    try {
+      for (const state of states) {
+        await this.#admitOne(io, state, delta, exclude)
+        admitted.push(state)
+      }
+    } catch (error) {
+      // The evictions made stay counted; only the reservation is given back. A ledger that
+      // cannot be reached now keeps it: it then counts more than the bucket holds, never less.
+      const back = { entries: -delta.entries, bytes: -delta.bytes, evictions: 0 }
+      if (!isZero(back)) {
+        for (const state of admitted) await this.apply(io, [state], back).catch(() => undefined)
+      }
+      throw error
+    }
   }
 
   /** Applies a change that needs no room (a removal, a shrink, a rollback) to every quota. */
