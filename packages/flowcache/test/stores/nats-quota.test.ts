@@ -515,6 +515,35 @@ describe('nats store: namespace quotas shared by replicas', () => {
     )
   })
 
+  it('the sweep raises a ledger that keeps changing when it counts less than the bucket holds (writes of a process that did not know the quota)', async () => {
+    const ns = namespace('unaware')
+    const store = open()
+    await store.setQuota(ns, { maxEntries: 100 })
+    await store.set(user(ns, 'k0'), filled(100, 0))
+    // A process that does not know the quota yet writes 3 entries the ledger never sees.
+    const kv = await new Kvm(nc).open(bucket)
+    for (let i = 0; i < 3; i++) await kv.put(user(ns, `u${i}`), filled(40, i))
+    assert.equal((await store.quotaUsage(ns))?.entries, 1)
+    await store.prune() // a first look only notes the ledger's revision
+    assert.equal((await store.quotaUsage(ns))?.entries, 1)
+    // The ledger changed since the sweep last looked, so it is not quiet: counted, and raised.
+    await store.set(user(ns, 'k1'), filled(100, 1))
+    await store.prune()
+    const usage = await store.quotaUsage(ns)
+    const real = await stored(ns)
+    assert.deepEqual(
+      { entries: usage?.entries, bytes: usage?.bytes, evictions: usage?.evictions },
+      { entries: real.entries, bytes: real.bytes, evictions: 0 },
+    )
+    assert.equal(real.entries, 5)
+    // A ledger that counts more than the bucket holds is not lowered while it is busy.
+    const ledgerKey = `==flowcache-quota.${ns.slice(0, -1)}`
+    const over = { entries: 9, bytes: 9000, evictions: 0 }
+    await kv.put(ledgerKey, JSON.stringify(over))
+    await store.prune()
+    assert.deepEqual(await store.quotaUsage(ns), over)
+  })
+
   it('refuses a prefix that is not a namespace, a limit that is not a positive integer, and a value that can never fit', async () => {
     const store = open()
     const ns = namespace('checks')
