@@ -12,10 +12,15 @@ import { connect, nanos, type NatsConnection } from '@nats-io/transport-node'
 import { afterAll, afterEach, beforeAll, describe, it } from 'vitest'
 
 import { ManualClock } from '../../src/core/clock.js'
-import { InvalidArgumentError, ValueTooLargeError } from '../../src/errors.js'
+import {
+  InvalidArgumentError,
+  StoreUnavailableError,
+  ValueTooLargeError,
+} from '../../src/errors.js'
 import { jsonCodec } from '../../src/core/codec.js'
 import { childPrefix, isUserKey, rootPrefix, systemKey, userKey } from '../../src/core/keyspace.js'
 import { natsStore, type NatsStore, type NatsStoreOptions } from '../../src/stores/nats/index.js'
+import { entrySize, NatsQuotas, type QuotaIo } from '../../src/stores/nats/quota.js'
 import { natsUrl } from '../helpers/services.js'
 
 const run = randomBytes(4).toString('hex')
@@ -343,6 +348,93 @@ describe('nats store: namespace quotas shared by replicas', () => {
     assert.equal((await store.quotaUsage(ns))?.entries, 0)
   })
 
+  it('nested quotas: an eviction for one quota is subtracted from every quota covering the key', async () => {
+    const outer = namespace('tenant')
+    const inner = childPrefix(outer, 'sub', MAX_KEY)
+    const store = open()
+    await store.setQuota(outer, { maxEntries: 6 })
+    await store.setQuota(inner, { maxEntries: 3 })
+    const check = async (step: string): Promise<void> => {
+      for (const prefix of [outer, inner]) {
+        const usage = await store.quotaUsage(prefix)
+        const real = await stored(prefix)
+        assert.deepEqual(
+          { entries: usage?.entries, bytes: usage?.bytes },
+          { entries: real.entries, bytes: real.bytes },
+          `${step}: ${prefix}`,
+        )
+      }
+    }
+    // The inner quota evicts 2 of its 5: the outer ledger must lose them too.
+    for (let i = 0; i < 5; i++) await store.set(user(inner, `in${i}`), filled(50, i))
+    await check('evictions in the inner quota')
+    assert.equal((await store.quotaUsage(inner))?.evictions, 2)
+    assert.equal((await store.quotaUsage(outer))?.evictions, 0)
+    // The outer quota evicts its least recently used entries, the inner ones first: the inner
+    // ledger must lose them too.
+    for (let i = 0; i < 5; i++) await store.set(user(outer, `out${i}`), filled(80, i))
+    await check('evictions in the outer quota')
+    assert.equal((await store.quotaUsage(outer))?.evictions, 2)
+    assert.equal((await stored(outer)).entries, 6)
+    // Both at once, from a second process that knows both quotas from the bucket.
+    const other = open()
+    for (let i = 5; i < 12; i++) await other.set(user(inner, `in${i}`), filled(60, i))
+    for (let i = 5; i < 9; i++) await other.set(user(outer, `out${i}`), filled(70, i))
+    await check('both, from another process')
+    assert.ok((await stored(inner)).entries <= 3)
+    assert.ok((await stored(outer)).entries <= 6)
+  })
+
+  it('a write that one of its quotas refuses gives back what it reserved in the others', async () => {
+    const outer = namespace('tenant')
+    const inner = childPrefix(outer, 'sub', MAX_KEY)
+    const store = open()
+    const limits = { maxEntries: Number.MAX_SAFE_INTEGER, maxBytes: 100_000 }
+    await store.setQuota(outer, limits)
+    await store.setQuota(inner, limits)
+    await store.set(user(inner, 'k0'), filled(100, 1))
+    const before = await store.quotaUsage(outer)
+    // The bookkeeping of another process over the same bucket, whose requests to the inner
+    // ledger fail (its connection broke), while the outer ledger is reachable.
+    const kv = await new Kvm(nc).open(bucket)
+    const innerLedger = `==flowcache-quota.${inner.slice(0, -1)}`
+    const io: QuotaIo = {
+      read: async (key) => {
+        const entry = await kv.get(key)
+        if (entry === null) return undefined
+        const deleted = entry.operation !== 'PUT'
+        return {
+          seq: entry.revision,
+          value: entry.value,
+          size: entry.length,
+          expiresAt: null,
+          deleted,
+        }
+      },
+      put: async (key, value, expectedSeq) => {
+        if (key === innerLedger) throw new StoreUnavailableError('nats store: connection lost')
+        return (
+          expectedSeq === 0 ? kv.create(key, value) : kv.update(key, value, expectedSeq)
+        ).catch(() => undefined)
+      },
+      remove: () => Promise.reject(new Error('no eviction expected')),
+      // eslint-disable-next-line require-yield
+      scan: async function* () {
+        throw new Error('no scan expected')
+      },
+      now: () => Date.now(),
+    }
+    const quotas = new NatsQuotas()
+    const states = [quotas.define(outer, limits), quotas.define(inner, limits)]
+    const key = user(inner, 'k1')
+    await assert.rejects(
+      quotas.admit(io, states, { entries: 1, bytes: entrySize(key, 500), evictions: 0 }, key),
+      StoreUnavailableError,
+    )
+    assert.deepEqual(await store.quotaUsage(outer), before, 'the outer reservation was given back')
+    assert.deepEqual(await store.quotaUsage(inner), before)
+  })
+
   it('expired entries stop counting: removed by prune, and first in line when the quota is full', async () => {
     const clock = new ManualClock()
     const ns = namespace('expiry')
@@ -421,6 +513,35 @@ describe('nats store: namespace quotas shared by replicas', () => {
         bytes: real.bytes,
       },
     )
+  })
+
+  it('the sweep raises a ledger that keeps changing when it counts less than the bucket holds (writes of a process that did not know the quota)', async () => {
+    const ns = namespace('unaware')
+    const store = open()
+    await store.setQuota(ns, { maxEntries: 100 })
+    await store.set(user(ns, 'k0'), filled(100, 0))
+    // A process that does not know the quota yet writes 3 entries the ledger never sees.
+    const kv = await new Kvm(nc).open(bucket)
+    for (let i = 0; i < 3; i++) await kv.put(user(ns, `u${i}`), filled(40, i))
+    assert.equal((await store.quotaUsage(ns))?.entries, 1)
+    await store.prune() // a first look only notes the ledger's revision
+    assert.equal((await store.quotaUsage(ns))?.entries, 1)
+    // The ledger changed since the sweep last looked, so it is not quiet: counted, and raised.
+    await store.set(user(ns, 'k1'), filled(100, 1))
+    await store.prune()
+    const usage = await store.quotaUsage(ns)
+    const real = await stored(ns)
+    assert.deepEqual(
+      { entries: usage?.entries, bytes: usage?.bytes, evictions: usage?.evictions },
+      { entries: real.entries, bytes: real.bytes, evictions: 0 },
+    )
+    assert.equal(real.entries, 5)
+    // A ledger that counts more than the bucket holds is not lowered while it is busy.
+    const ledgerKey = `==flowcache-quota.${ns.slice(0, -1)}`
+    const over = { entries: 9, bytes: 9000, evictions: 0 }
+    await kv.put(ledgerKey, JSON.stringify(over))
+    await store.prune()
+    assert.deepEqual(await store.quotaUsage(ns), over)
   })
 
   it('refuses a prefix that is not a namespace, a limit that is not a positive integer, and a value that can never fit', async () => {

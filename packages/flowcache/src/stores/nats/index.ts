@@ -323,6 +323,8 @@ export class NatsStore implements Store {
   readonly #quotas = new NatsQuotas()
   /** Fire-and-forget work (lazy purges, background sweeps) that `close()` waits for. */
   readonly #background = new Set<Promise<unknown>>()
+  /** The background flush of noted reads in flight; a tick while it runs is skipped. */
+  #flushing: Promise<void> | undefined
   #opening: Promise<Session> | undefined
   #owned: NatsConnection | undefined
   #stopStatus: (() => void) | undefined
@@ -1235,9 +1237,17 @@ export class NatsStore implements Store {
   #backgroundFlush(): void {
     if (this.#closed || !this.#quotas.pendingTouches || this.#opening === undefined) return
     if (this.#disconnectedSince !== undefined) return
-    const run = this.#flushTouches().catch(() => undefined)
+    // A flush slower than the tick (a slow round trip, contention) is not overlapped by the next
+    // one: that would only race it on the same record.
+    if (this.#flushing !== undefined) return
+    const run = this.#flushTouches()
+      .catch(() => undefined)
+      .finally(() => {
+        this.#flushing = undefined
+        this.#background.delete(run)
+      })
+    this.#flushing = run
     this.#background.add(run)
-    void run.finally(() => this.#background.delete(run))
   }
 
   async #flushTouches(): Promise<void> {

@@ -49,6 +49,10 @@ const SLACK_FROM = 100_000
 const SLACK_ENTRIES = 0.01
 /** …on quotas of at least this many entries. */
 const SLACK_ENTRIES_FROM = 1000
+/** A ledger that keeps changing is counted (and raised when it counts too little) this often at most. */
+const BUSY_COUNT_MS = 10_000
+/** Scans a count of a busy ledger makes before it gives up until the next time. */
+const BUSY_COUNT_TRIES = 3
 /** Compare-and-set rounds on one ledger before a write gives up. */
 const MAX_ROUNDS = 200
 /** The last two reads of a key, ms since the epoch (newest first); `prev` is 0 when unknown. */
@@ -151,6 +155,8 @@ export class QuotaState {
   creating: Promise<void> | undefined
   /** Ledger revision seen by the last {@link NatsQuotas.reconcile}, and since when (local ms). */
   idle: { seq: number; since: number } | undefined
+  /** When the last count of a busy ledger was tried (local ms); see {@link NatsQuotas.reconcile}. */
+  countedBusyAt = Number.NEGATIVE_INFINITY
 
   constructor(prefix: string, limits: Required<QuotaLimits>) {
     this.prefix = prefix
@@ -444,7 +450,9 @@ export class NatsQuotas {
   /**
    * Reserves `delta` (growth: entries and bytes >= 0) in every quota of a key before the key is
    * written, evicting least recently used entries of a quota first when it would not fit.
-   * `exclude` (the key being written) is never evicted.
+   * `exclude` (the key being written) is never evicted. When one quota refuses (or its ledger
+   * cannot be reached), the reservations already made in the others are given back before the
+   * error is thrown, as far as their ledgers can be reached.
    */
   async admit(
     io: QuotaIo,
@@ -452,7 +460,21 @@ export class NatsQuotas {
     delta: UsageDelta,
     exclude: string | undefined,
   ): Promise<void> {
-    for (const state of states) await this.#admitOne(io, state, delta, exclude)
+    const admitted: QuotaState[] = []
+    try {
+      for (const state of states) {
+        await this.#admitOne(io, state, delta, exclude)
+        admitted.push(state)
+      }
+    } catch (error) {
+      // The evictions made stay counted; only the reservation is given back. A ledger that
+      // cannot be reached now keeps it: it then counts more than the bucket holds, never less.
+      const back = { entries: -delta.entries, bytes: -delta.bytes, evictions: 0 }
+      if (!isZero(back)) {
+        for (const state of admitted) await this.apply(io, [state], back).catch(() => undefined)
+      }
+      throw error
+    }
   }
 
   /** Applies a change that needs no room (a removal, a shrink, a rollback) to every quota. */
@@ -588,6 +610,9 @@ export class NatsQuotas {
       bytes += candidate.size
     }
     const freed: UsageDelta = { entries: 0, bytes: 0, evictions: 0 }
+    // What the removals take from the other quotas covering the removed keys (nested quotas):
+    // subtracted from their ledgers here, while `freed` is left to the admission of `state`.
+    const others = new Map<QuotaState, UsageDelta>()
     const now = io.now()
     await Promise.all(
       chosen.map(async (candidate) => {
@@ -596,8 +621,16 @@ export class NatsQuotas {
         freed.entries++
         freed.bytes += candidate.size
         if (!expired) freed.evictions++
+        for (const other of this.of(candidate.key)) {
+          if (other === state) continue
+          const delta = others.get(other) ?? { entries: 0, bytes: 0, evictions: 0 }
+          delta.entries--
+          delta.bytes -= candidate.size
+          others.set(other, delta)
+        }
       }),
     )
+    for (const [other, delta] of others) await this.apply(io, [other], delta)
     return { freed, present: chosen.length === 0 ? present : undefined }
   }
 
@@ -645,7 +678,10 @@ export class NatsQuotas {
    * Recounts the ledgers that nobody changed for at least `quietMs`: a ledger can drift when a
    * process dies between a write and its accounting. A quiet ledger has no reservation in
    * flight, and the recount is a compare-and-set on the revision it checked, so a write that
-   * comes meanwhile makes it give up until the next time. Called by the sweep.
+   * comes meanwhile makes it give up until the next time. A ledger that changed since the last
+   * look is instead counted at most every {@link BUSY_COUNT_MS} and only raised (see `#raise`): the
+   * writes of processes that did not know the quota yet are not left out until writes stop.
+   * Called by the sweep.
    */
   async reconcile(io: QuotaIo, quietMs: number): Promise<void> {
     for (const state of this.#states.values()) {
@@ -654,7 +690,13 @@ export class NatsQuotas {
       if (raw === undefined || usage === undefined) continue
       const now = Date.now()
       if (state.idle?.seq !== raw.seq) {
-        state.idle = { seq: raw.seq, since: now }
+        // Busy: changed since the last look (a first look only notes the revision, so a store
+        // that knows many quotas does not scan them all on its first sweep).
+        if (state.idle !== undefined && now - state.countedBusyAt >= BUSY_COUNT_MS) {
+          state.countedBusyAt = now
+          await this.#raise(io, state)
+        }
+        state.idle = { seq: state.ledger?.seq ?? raw.seq, since: now }
         continue
       }
       if (now - state.idle.since < quietMs) continue
@@ -667,6 +709,41 @@ export class NatsQuotas {
       if (await this.#putLedger(io, state, raw.seq, { ...present, evictions: usage.evictions })) {
         state.idle = undefined
       }
+    }
+  }
+
+  /**
+   * Counts what the prefix holds and raises a ledger that counts less: the writes of processes
+   * that did not know the quota yet. Usable while others write, because it never lowers a ledger:
+   * every value the scan finds was reserved before it was published, so a ledger unchanged since
+   * the revision read before the scan already counts it, unless no reservation was ever made for
+   * it. The raise is a compare-and-set on that revision; a few scans, then it gives up until the
+   * next time. Not exact: a removal or a shrink whose accounting is still in flight makes the scan
+   * find less than the ledger counts, which hides as much of the unaccounted writes (so the
+   * ledger may still count too little by up to the entries being removed at that moment), and a
+   * ledger that counts too much (entries the server removed on its own) is left to the quiet
+   * recount, since it looks the same as such a removal in flight.
+   */
+  async #raise(io: QuotaIo, state: QuotaState): Promise<void> {
+    for (let attempt = 0; attempt < BUSY_COUNT_TRIES; attempt++) {
+      const raw = await io.read(state.ledgerKey)
+      const usage = parseUsage(raw)
+      if (raw === undefined || usage === undefined) return
+      let entries = 0
+      let bytes = 0
+      for await (const { key, raw: entry } of io.scan(`${state.prefix.slice(0, -1)}.>`)) {
+        if (!key.startsWith(state.prefix) || !isUserKey(key) || !counted(entry)) continue
+        entries++
+        bytes += entrySize(key, entry.size)
+      }
+      if (entries <= usage.entries && bytes <= usage.bytes) return
+      const raised = {
+        entries: Math.max(entries, usage.entries),
+        bytes: Math.max(bytes, usage.bytes),
+        evictions: usage.evictions,
+      }
+      if (await this.#putLedger(io, state, raw.seq, raised)) return
+      await backoff(attempt + 1)
     }
   }
 
