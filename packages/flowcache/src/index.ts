@@ -7,7 +7,7 @@
  * await cache.set('greeting', 'hello', '5m')
  * ```
  */
-export { Cache, createCache } from './core/cache.js'
+export { Cache, MAX_TRACKED_NAMESPACES, createCache } from './core/cache.js'
 export type {
   CacheEntry,
   CacheHealth,

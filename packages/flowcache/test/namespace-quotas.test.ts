@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 
-import { createCache } from '../src/core/cache.js'
+import { MAX_TRACKED_NAMESPACES, createCache } from '../src/core/cache.js'
 import { TopKeys } from '../src/core/namespace-stats.js'
 import { InvalidArgumentError, StoreUnavailableError } from '../src/errors.js'
 import { MemoryStore, memoryStore } from '../src/stores/memory/index.js'
@@ -229,5 +229,25 @@ describe('TopKeys (space-saving)', () => {
     expect(found[0]?.count).toBeGreaterThanOrEqual(2000)
     expect((found[0]?.count ?? 0) - (found[0]?.error ?? 0)).toBeLessThanOrEqual(2000)
     expect(top.top(100).length).toBe(8)
+  })
+})
+
+describe('tracked namespaces are bounded', () => {
+  it(`tracks at most ${MAX_TRACKED_NAMESPACES} namespaces: the longest-tracked goes first`, async () => {
+    const cache = createCache()
+    for (let i = 0; i <= MAX_TRACKED_NAMESPACES; i++) {
+      cache.namespace(`tenant:${i}`, { trackStats: true })
+    }
+    const tracked = await cache.trackedNamespaceStats({ top: 0 })
+    expect(tracked).toHaveLength(MAX_TRACKED_NAMESPACES)
+    const names = new Set(tracked.map((stats) => stats.namespace.join('/')))
+    expect(names.has('tenant:0')).toBe(false)
+    expect(names.has('tenant:1')).toBe(true)
+    expect(names.has(`tenant:${MAX_TRACKED_NAMESPACES}`)).toBe(true)
+    // A dropped namespace is tracked again, from zero, when it is opened again.
+    const again = cache.namespace('tenant:0', { trackStats: true })
+    await again.get('missing')
+    expect((await again.namespaceStats()).misses).toBe(1)
+    await cache.close()
   })
 })

@@ -84,6 +84,13 @@ import { WriteThroughWriter } from '../patterns/write-through.js'
 import type { Codec } from '../types/codec.js'
 import type { QuotaLimits, QuotaUsage, Revision, Store, StoreEntry } from '../types/store.js'
 
+/**
+ * Most namespaces one cache tracks for `namespaceStats()` (those with a quota or `trackStats`);
+ * beyond it the longest-tracked one is dropped with its counts. Namespace names can come from
+ * requests, so the process's memory stays bounded whatever names arrive.
+ */
+export const MAX_TRACKED_NAMESPACES = 10_000
+
 /** Options of {@link createCache}. */
 export interface CacheOptions {
   /** Where entries live. @default memoryStore() with its defaults */
@@ -1281,6 +1288,11 @@ export class Cache {
     const limits = quotaFor(core.quotas, name, this.#path.length === 0, given)
     if (limits !== undefined) this.#setQuota(prefix, limits)
     if ((limits !== undefined || trackStats) && !core.trackers.has(prefix)) {
+      // Namespace names may come from requests: the oldest tracker goes beyond the cap.
+      if (core.trackers.size >= MAX_TRACKED_NAMESPACES) {
+        const oldest = core.trackers.keys().next().value
+        if (oldest !== undefined) core.trackers.delete(oldest)
+      }
       core.trackers.set(
         prefix,
         new NamespaceTracker(path, prefix, core.topKeySlots, core.topKeySampleEvery),
@@ -1305,6 +1317,11 @@ export class Cache {
     const id = `${limits.maxEntries ?? ''}/${limits.maxBytes ?? ''}`
     if (core.quotasSet.get(prefix) === id) return
     const recorded = store.setQuota(prefix, limits)
+    if (core.quotasSet.size >= MAX_TRACKED_NAMESPACES) {
+      // Forgetting one only means setting it again the next time that namespace is opened.
+      const oldest = core.quotasSet.keys().next().value
+      if (oldest !== undefined) core.quotasSet.delete(oldest)
+    }
     core.quotasSet.set(prefix, id)
     if (recorded instanceof Promise) {
       recorded.catch((error: unknown) => {
