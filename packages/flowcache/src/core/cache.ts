@@ -1077,7 +1077,14 @@ export class Cache {
   async ttl(key: string): Promise<number | null | undefined> {
     const core = this.#open()
     const storeKey = this.#storeKeyOf(key)
-    const entry = await this.#call('ttl', () => core.store.get(storeKey), true, found)
+    // A TTL read is not a use: it leaves the key's place in the LRU order alone.
+    const store = core.store
+    const entry = await this.#call(
+      'ttl',
+      () => (store.peek === undefined ? store.get(storeKey) : store.peek(storeKey)),
+      true,
+      found,
+    )
     if (entry === undefined) return undefined
     if (entry.expiresAt === null) return null
     return Math.max(1, entry.expiresAt - this.#storeNow())

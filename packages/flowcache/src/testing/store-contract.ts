@@ -1312,6 +1312,37 @@ function quotaTests(test: Declare): void {
     )
   })
 
+  test('peek reads like get but is not a use: a key only peeked stays least recently used', async (h) => {
+    const store = h.store
+    if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
+    if (store.peek === undefined) return new NotApplicable(`${store.name} has no peek`)
+    const a = h.ns('a')
+    await store.setQuota(a, { maxEntries: 3 })
+    const [k0, k1, k2, k3] = ['k0', 'k1', 'k2', 'k3'].map((k) => h.user(a, k)) as [
+      string,
+      string,
+      string,
+      string,
+    ]
+    for (const key of [k0, k1, k2]) {
+      await store.set(key, bytes('v'))
+      await h.tick()
+    }
+    const peeked = await store.peek(k0)
+    const read = await store.get(k1)
+    assertEntry(peeked, bytes('v'), 'peek finds k0')
+    assert.equal(peeked?.revision, (await store.peek(k0))?.revision, 'peek is repeatable')
+    assertEntry(read, bytes('v'), 'get finds k1')
+    assert.equal(await store.peek(h.user(a, 'missing')), undefined, 'peek of a missing key')
+    await h.tick()
+    await store.set(k3, bytes('v'))
+    assert.deepEqual(
+      sorted(await userKeysUnder(store, a)),
+      sorted([k1, k2, k3]),
+      'k0, only peeked, goes first',
+    )
+  })
+
   test('quota eviction never removes system keys, and system keys do not count toward the quota', async (h) => {
     const store = h.store
     if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)

@@ -210,6 +210,11 @@ export class FallbackStore implements Store {
     return (await this.#target()).get(key)
   }
 
+  async peek(key: string): Promise<StoreEntry | undefined> {
+    const target = await this.#target()
+    return target.peek === undefined ? target.get(key) : target.peek(key)
+  }
+
   async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
     return (await this.#target()).getMany(keys)
   }

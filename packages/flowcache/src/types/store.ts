@@ -232,6 +232,12 @@ export interface Store {
   get(key: string): Promise<StoreEntry | undefined>
   /** Reads many entries in one round trip where the backend allows; same order as `keys`. */
   getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>>
+  /**
+   * Reads like `get` without counting as a use: the entry's place in the LRU order (of the
+   * store and of a namespace quota) stays where it was. For metadata reads such as `ttl()` and
+   * listings; optional, the cache falls back to `get`.
+   */
+  peek?(key: string): Promise<StoreEntry | undefined>
   /** Writes an entry unconditionally. */
   set(key: string, value: Uint8Array, options?: StoreWriteOptions): Promise<Revision>
   /** Writes many entries; revisions in the same order. */

@@ -224,6 +224,12 @@ export class MemoryStore implements Store {
     return entry === undefined ? undefined : this.#toStoreEntry(entry)
   }
 
+  async peek(key: string): Promise<StoreEntry | undefined> {
+    this.#checkOpen()
+    const entry = this.#live(key)
+    return entry === undefined ? undefined : this.#toStoreEntry(entry)
+  }
+
   async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
     this.#checkOpen()
     return keys.map((key) => {

@@ -403,6 +403,14 @@ export class NatsStore implements Store {
     )
   }
 
+  async peek(key: string): Promise<StoreEntry | undefined> {
+    this.#checkOpen()
+    checkKey(key, this.#maxKeyBytes)
+    return this.#run('peek', async (session) =>
+      this.#toEntry(session, key, await this.#read(session, key, false), false),
+    )
+  }
+
   async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
     this.#checkOpen()
     for (const key of keys) checkKey(key, this.#maxKeyBytes)
@@ -1035,14 +1043,19 @@ export class NatsStore implements Store {
     return message === null ? undefined : toRawEntry(message.seq, message.data, message.header)
   }
 
-  #toEntry(session: Session, key: string, raw: RawEntry | undefined): StoreEntry | undefined {
+  #toEntry(
+    session: Session,
+    key: string,
+    raw: RawEntry | undefined,
+    use = true,
+  ): StoreEntry | undefined {
     const now = this.#clock.now()
     const expired = expiredEntry(raw, now)
     if (expired !== undefined) this.#purgeLater(session, key, expired)
     const live = liveEntry(raw, now)
     if (live === undefined) return undefined
     // A hit is a use for LRU: noted here, written to the bucket in batches.
-    if (this.#quotas.active) this.#quotas.touch(key)
+    if (use && this.#quotas.active) this.#quotas.touch(key)
     return { value: live.value, revision: String(live.seq), expiresAt: live.expiresAt }
   }
 

@@ -452,6 +452,14 @@ export class RedisStore implements Store {
     return toEntry(key, fields[0] ?? null, fields[1] ?? null, fields[2] ?? null)
   }
 
+  async peek(key: string): Promise<StoreEntry | undefined> {
+    checkStoreKey(key)
+    const fields = await this.#call('peek', () =>
+      this.#client.hmgetBuffer(toRedisKey(key), 'v', 'r', 'x'),
+    )
+    return toEntry(key, fields[0] ?? null, fields[1] ?? null, fields[2] ?? null)
+  }
+
   async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
     for (const key of keys) checkStoreKey(key)
     const entries = new Array<StoreEntry | undefined>(keys.length)

@@ -373,6 +373,13 @@ export class SqliteStore implements Store {
     })
   }
 
+  async peek(key: string): Promise<StoreEntry | undefined> {
+    return this.#guard('peek', () => {
+      const row = this.#sql.get.get({ key, now: this.#clock.now() })
+      return row === undefined ? undefined : toStoreEntry(row)
+    })
+  }
+
   async getMany(keys: readonly string[]): Promise<Array<StoreEntry | undefined>> {
     return this.#guard('getMany', () => {
       if (keys.length === 0) return []
