@@ -3,7 +3,6 @@
  * prints the result with each step's cache outcome. `--connections <file>` gives the flow's
  * scripts the connections file a flow host would (`ctx.connections`).
  */
-import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { FlowcacheError } from '../../flowcache.js'
 import { FlowStepError, FlowValidationError } from '../../flows/errors.js'
@@ -16,6 +15,7 @@ import type { FlowRunResult, StepReport } from '../../flows/types.js'
 import { ExitCode, UsageError, type CliIo } from '../io.js'
 import { openCache, STORE_SPEC_HELP } from '../stores.js'
 import { formatMs, table } from '../table.js'
+import { readJsonArgument } from './common.js'
 
 /** Options of `flowcache run`. */
 export interface RunCommandOptions {
@@ -36,33 +36,12 @@ export async function readEvent(
   spec: string | undefined,
   io: CliIo,
 ): Promise<Record<string, unknown>> {
-  let text: string
-  let source: string
   if (spec === undefined) return {}
-  if (spec === '-') {
-    text = await io.readStdin()
-    source = 'standard input'
-  } else if (spec.startsWith('@')) {
-    const path = spec.slice(1)
-    try {
-      text = await readFile(path, 'utf8')
-    } catch (error) {
-      throw new UsageError(`--event ${spec}: cannot read ${path}: ${(error as Error).message}`)
-    }
-    source = path
-  } else {
-    text = spec
-    source = 'the --event text'
-  }
-  let event: unknown
-  try {
-    event = JSON.parse(text)
-  } catch (error) {
-    throw new UsageError(`--event: ${source} is not valid JSON: ${(error as Error).message}`)
-  }
+  const event = await readJsonArgument(spec, io, '--event')
   if (typeof event !== 'object' || event === null || Array.isArray(event)) {
+    const got = Array.isArray(event) ? 'an array' : event === null ? 'null' : typeof event
     throw new UsageError(
-      `--event: ${source} must be a JSON object, the whole event, e.g. '{"data":{"id":1}}'`,
+      `--event must be a JSON object, the whole event, e.g. '{"data":{"id":1}}'; got ${got}`,
     )
   }
   return event as Record<string, unknown>
