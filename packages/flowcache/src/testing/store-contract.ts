@@ -1266,6 +1266,28 @@ async function userKeysUnder(store: Store, prefix: string): Promise<string[]> {
   return (await collect(store.list(prefix))).filter(isUserKey)
 }
 
+/**
+ * For stores with `setQuota`: a namespace `a` with a quota of 3 entries holding k0, k1 and k2, written in that order with a
+ * tick between writes, and the name of a fourth key k3.
+ */
+async function threeUnderQuota(
+  h: Harness,
+): Promise<{ a: string; k0: string; k1: string; k2: string; k3: string }> {
+  const a = h.ns('a')
+  await h.store.setQuota?.(a, { maxEntries: 3 })
+  const [k0, k1, k2, k3] = ['k0', 'k1', 'k2', 'k3'].map((k) => h.user(a, k)) as [
+    string,
+    string,
+    string,
+    string,
+  ]
+  for (const key of [k0, k1, k2]) {
+    await h.store.set(key, bytes('v'))
+    await h.tick()
+  }
+  return { a, k0, k1, k2, k3 }
+}
+
 function quotaTests(test: Declare): void {
   const lacks = (store: Store): NotApplicable =>
     new NotApplicable(`${store.name} does not declare capabilities.quotas`)
@@ -1290,18 +1312,7 @@ function quotaTests(test: Declare): void {
   test('setQuota maxEntries evicts the least recently used entry: a key read recently survives', async (h) => {
     const store = h.store
     if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
-    const a = h.ns('a')
-    await store.setQuota(a, { maxEntries: 3 })
-    const [k0, k1, k2, k3] = ['k0', 'k1', 'k2', 'k3'].map((k) => h.user(a, k)) as [
-      string,
-      string,
-      string,
-      string,
-    ]
-    for (const key of [k0, k1, k2]) {
-      await store.set(key, bytes('v'))
-      await h.tick()
-    }
+    const { a, k0, k2, k3 } = await threeUnderQuota(h)
     assertEntry(await store.get(k0), bytes('v'), 'k0 read before the eviction')
     await h.tick()
     await store.set(k3, bytes('v'))
@@ -1316,18 +1327,7 @@ function quotaTests(test: Declare): void {
     const store = h.store
     if (!store.capabilities.quotas || store.setQuota === undefined) return lacks(store)
     if (store.peek === undefined) return new NotApplicable(`${store.name} has no peek`)
-    const a = h.ns('a')
-    await store.setQuota(a, { maxEntries: 3 })
-    const [k0, k1, k2, k3] = ['k0', 'k1', 'k2', 'k3'].map((k) => h.user(a, k)) as [
-      string,
-      string,
-      string,
-      string,
-    ]
-    for (const key of [k0, k1, k2]) {
-      await store.set(key, bytes('v'))
-      await h.tick()
-    }
+    const { a, k0, k1, k2, k3 } = await threeUnderQuota(h)
     const peeked = await store.peek(k0)
     const read = await store.get(k1)
     assertEntry(peeked, bytes('v'), 'peek finds k0')
