@@ -3,47 +3,22 @@
  * or `./flowcache.yaml`), with `--store` over the file's store; `flowcache run --connections`
  * hands a connections file to the flow's scripts.
  */
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisUrl } from '../../flowcache/test/helpers/services.js'
 import { redisStore } from '../../flowcache/src/stores/redis/index.js'
 import { createCache } from '../src/flowcache.js'
+import { cli as runCli, type CliOutcome } from './helpers/cli.js'
 
-/** The binary's wrapper: resolves tsx itself, so the CLI runs from any working directory. */
-const wrapper = fileURLToPath(new URL('../bin/flowcache.js', import.meta.url))
-
-interface Outcome {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-/** Runs `flowcache <args>` in `cwd`, with `env` added to this process's environment. */
+/** Runs `flowcache <args>` in `cwd` through the installed binary's wrapper. */
 function cli(
   args: readonly string[],
   options: { cwd: string; env?: Record<string, string> },
-): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const env: Record<string, string | undefined> = { ...process.env, ...options.env }
-    if (options.env?.FLOWCACHE_CONFIG === undefined) delete env.FLOWCACHE_CONFIG
-    const child = spawn(process.execPath, [wrapper, ...args], {
-      cwd: options.cwd,
-      env,
-      stdio: 'pipe',
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-    child.stdin.end('')
-  })
+): Promise<CliOutcome> {
+  return runCli(args, { ...options, wrapper: true })
 }
 
 const run = randomBytes(4).toString('hex')

@@ -1,41 +1,23 @@
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisUrl } from '../../flowcache/test/helpers/services.js'
 import { redisStore } from '../../flowcache/src/stores/redis/index.js'
 import { createCache } from '../src/flowcache.js'
 import { loadFlowFile } from '../src/flows/loader.js'
 import { flowNamespace } from '../src/flows/runner.js'
+import { cli as runCli, type CliOutcome } from './helpers/cli.js'
 
-const repoRoot = fileURLToPath(new URL('../../..', import.meta.url))
-const entry = fileURLToPath(new URL('../bin/flowcache.ts', import.meta.url))
-const wrapper = fileURLToPath(new URL('../bin/flowcache.js', import.meta.url))
-
-interface Outcome {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-/** Runs the CLI in a child process, as `npm run flowcache -- <args>` does. */
-function cli(args: string[], options: { stdin?: string; plain?: boolean } = {}): Promise<Outcome> {
-  const argv =
-    options.plain === true
-      ? [wrapper, ...args]
-      : ['--no-node-snapshot', '--import', 'tsx', entry, ...args]
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, argv, { cwd: repoRoot, stdio: 'pipe' })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-    child.stdin.end(options.stdin ?? '')
+/** Runs the CLI as `npm run flowcache -- <args>` does; `plain`: through the binary's wrapper. */
+function cli(
+  args: string[],
+  options: { stdin?: string; plain?: boolean } = {},
+): Promise<CliOutcome> {
+  return runCli(args, {
+    ...(options.stdin === undefined ? {} : { stdin: options.stdin }),
+    wrapper: options.plain === true,
   })
 }
 
