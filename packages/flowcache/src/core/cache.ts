@@ -136,8 +136,9 @@ export interface CacheOptions {
    */
   quotas?: QuotasOptions
   /**
-   * Slots of the most-accessed-keys counter of each tracked namespace (1 to 10 000): keys read
-   * more often than 1 / slots of the namespace's reads are always found. @default 64
+   * Slots of the most-accessed-keys counter of each tracked namespace (1 to 10 000): keys that
+   * make up more than 1 / slots of the counted reads (see `topKeySampleEvery`) are always found.
+   * @default 64
    */
   topKeySlots?: number
   /**
