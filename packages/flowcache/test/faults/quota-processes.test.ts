@@ -10,7 +10,7 @@
  * `quotaUsage` where it has one. On Redis the values are measured by a script of the test's own
  * (HSTRLEN of each listed key, atomically), not through the store: a read through the store
  * counts as a use and would make every sampled key more recent than the hot one. On SQLite and
- * NATS they are read with the store's `getMany`. It asserts:
+ * NATS they are read with the store's `peek`, which is not a use. It asserts:
  *
  * 1. no sample ever exceeds 1 MB + the largest value written;
  * 2. the keys of another namespace, and the lock, lease and leader keys taken before the run
@@ -29,7 +29,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { Kvm, type KV } from '@nats-io/kv'
 import { Redis } from 'ioredis'
 
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
@@ -95,14 +94,6 @@ afterAll(async () => {
   await destroyNatsBucket(bucket)
   rmSync(sqliteDir, { recursive: true, force: true })
 })
-
-/** A KV handle on `bucket` over its own NATS connection, outside any flowcache store. */
-async function openRawKv(bucket: string): Promise<{ kv: KV; close: () => Promise<void> }> {
-  const { connect } = await import('@nats-io/transport-node')
-  const nc = await connect({ servers: natsUrl() })
-  const kv = await new Kvm(nc).open(bucket)
-  return { kv, close: () => nc.close() }
-}
 
 async function listed(store: Store, prefix: string): Promise<string[]> {
   const keys: string[] = []
@@ -187,8 +178,7 @@ describe.each(['redis', 'sqlite', 'nats'] as const)(
 
         /** One sample: value bytes of the user keys listed under the namespace, read at once. */
         const raw = kind === 'redis' ? new Redis(redisUrl()) : undefined
-        // NATS: values are read with a plain KV client, not the store, whose reads count as uses.
-        const natsRaw = kind === 'nats' ? await openRawKv(bucket) : undefined
+        const peek = store.peek?.bind(store)
         const sample = async (): Promise<number> => {
           const keys = (await listed(store, tenantPrefix)).filter(isUserKey)
           const read = keys.filter((key) => key !== hotStoreKey && key !== twinStoreKey)
@@ -202,12 +192,9 @@ describe.each(['redis', 'sqlite', 'nats'] as const)(
             )
             return bytes + Number(sum)
           }
-          if (natsRaw !== undefined) {
-            const entries = await Promise.all(read.map((key) => natsRaw.kv.get(key)))
-            for (const entry of entries) if (entry?.operation === 'PUT') bytes += entry.length
-            return bytes
-          }
-          for (const entry of await store.getMany(read)) bytes += entry?.value.byteLength ?? 0
+          if (peek === undefined) throw new Error(`the ${kind} store has no peek`)
+          const entries = await Promise.all(read.map((key) => peek(key)))
+          for (const entry of entries) bytes += entry?.value.byteLength ?? 0
           return bytes
         }
 
@@ -233,7 +220,6 @@ describe.each(['redis', 'sqlite', 'nats'] as const)(
         const durationMs = performance.now() - started
         const finalBytes = await sample()
         await raw?.quit()
-        await natsRaw?.close()
 
         const largest = Math.max(twinBytes, ...stats.map((s) => s.largest))
         const left = (await listed(store, tenantPrefix)).filter(isUserKey)
