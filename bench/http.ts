@@ -13,6 +13,12 @@
  * Where `taskset` exists and there are 2 CPUs or more, the servers run on CPU 0 and wrk on CPU 1
  * (`PIN=off` turns it off), so the load generator never competes for the server's core.
  *
+ * Besides requests/s, each round reads the CPU time the server process used (user + system,
+ * from `process.cpuUsage()` in the server) and divides it by the requests wrk completed: the
+ * server's cost per request. On a shared machine that cost moves much less than the rate, which
+ * also depends on how much of the core the server was given; its ratio (bare ÷ flowcache) is the
+ * throughput ratio the two servers would have on a core of their own.
+ *
  *   npm run bench:http --workspace @flowcache/bench
  *   CONNECTIONS=64 SECONDS=10 ROUNDS=5 STORE=sqlite:/tmp/bench.db npm run bench:http --workspace @flowcache/bench
  *
@@ -51,6 +57,20 @@ interface Ready {
   url: string
 }
 
+/** A server child's answer to the message `'cpu'`: its CPU time so far, in µs. */
+interface CpuTime {
+  cpuUs: number
+}
+
+/** Answers the parent's `'cpu'` messages with this process's CPU time (user + system). */
+function answerCpuTime(): void {
+  process.on('message', (message) => {
+    if (message !== 'cpu') return
+    const { user, system } = process.cpuUsage()
+    process.send?.({ cpuUs: user + system } satisfies CpuTime)
+  })
+}
+
 /** Child mode `--server flowcache`: `flowcache serve` in this process, no flows, one entry. */
 async function runFlowcache(): Promise<void> {
   const { startServe } = await import('../packages/server/src/cli/commands/serve.js')
@@ -66,6 +86,7 @@ async function runFlowcache(): Promise<void> {
   )
   const view = NAMESPACE.reduce((cache, name) => cache.namespace(name), handle.cache)
   await view.set(KEY, VALUE)
+  answerCpuTime()
   process.send?.({ url: handle.url } satisfies Ready)
   process.once('SIGTERM', () => {
     void handle.close().finally(() => {
@@ -82,15 +103,24 @@ async function runBare(): Promise<void> {
   const bare = Fastify({ logger: false })
   bare.get('/v1/ns/:ns/keys/:key', async () => body)
   const url = await bare.listen({ host: '127.0.0.1', port: 0 })
+  answerCpuTime()
   process.send?.({ url } satisfies Ready)
   process.once('SIGTERM', () => void bare.close().finally(() => process.exit(0)))
+}
+
+/** A running server child. */
+interface Server {
+  url: string
+  /** The child's CPU time so far (user + system), in µs. */
+  cpuUs: () => Promise<number>
+  stop: () => void
 }
 
 /** Starts this file as a server child and waits for its URL. */
 function startServer(
   kind: 'flowcache' | 'bare',
   env: Record<string, string> = {},
-): Promise<{ url: string; stop: () => void }> {
+): Promise<Server> {
   const child = fork(fileURLToPath(import.meta.url), ['--server', kind], {
     execArgv: ['--no-node-snapshot', '--import', 'tsx'],
     env: { ...process.env, ...env },
@@ -105,7 +135,18 @@ function startServer(
         const pinned = spawnSync('taskset', ['-a', '-p', '-c', '0', String(child.pid)])
         if (pinned.status !== 0) reject(new Error(`taskset could not pin the ${kind} server`))
       }
-      resolve({ url: (message as Ready).url, stop: () => child.kill('SIGTERM') })
+      const cpuUs = (): Promise<number> =>
+        new Promise((answered) => {
+          const onMessage = (reply: unknown): void => {
+            const cpu = (reply as Partial<CpuTime>).cpuUs
+            if (typeof cpu !== 'number') return
+            child.off('message', onMessage)
+            answered(cpu)
+          }
+          child.on('message', onMessage)
+          child.send('cpu')
+        })
+      resolve({ url: (message as Ready).url, cpuUs, stop: () => child.kill('SIGTERM') })
     })
   })
 }
@@ -115,6 +156,14 @@ interface Round {
   requestsPerSecond: number
   p50Ms: number
   p99Ms: number
+  /** Requests wrk completed. */
+  requests: number
+}
+
+/** One wrk run with the CPU time the server used for it. */
+interface MeasuredRound extends Round {
+  /** The server's CPU time (user + system) per completed request, in µs. */
+  cpuUsPerRequest: number
 }
 
 /** wrk's `1.23ms` / `456.00us` / `1.02s` in ms. */
@@ -149,10 +198,16 @@ function wrk(url: string, seconds: number): Promise<Round> {
       const rate = /Requests\/sec:\s+([\d.]+)/.exec(output)
       const p50 = /^\s+50%\s+(\S+)$/m.exec(output)
       const p99 = /^\s+99%\s+(\S+)$/m.exec(output)
-      if (!rate?.[1] || !p50?.[1] || !p99?.[1]) {
+      const requests = /(\d+) requests in /.exec(output)
+      if (!rate?.[1] || !p50?.[1] || !p99?.[1] || !requests?.[1]) {
         return reject(new Error(`cannot read wrk's output:\n${output}`))
       }
-      resolve({ requestsPerSecond: Number(rate[1]), p50Ms: toMs(p50[1]), p99Ms: toMs(p99[1]) })
+      resolve({
+        requestsPerSecond: Number(rate[1]),
+        p50Ms: toMs(p50[1]),
+        p99Ms: toMs(p99[1]),
+        requests: Number(requests[1]),
+      })
     })
   })
 }
@@ -186,7 +241,7 @@ async function main(): Promise<void> {
     return
   }
   const flowcache = await startServer('flowcache')
-  let bare: { url: string; stop: () => void } | undefined
+  let bare: Server | undefined
   try {
     const body = await fetchJson(flowcache.url + PATH)
     if (!isDeepStrictEqual(body, { key: KEY, value: VALUE })) {
@@ -195,15 +250,19 @@ async function main(): Promise<void> {
     bare = await startServer('bare', { BODY: JSON.stringify(body) })
     const bareBody = await fetchJson(bare.url + PATH)
     if (!isDeepStrictEqual(bareBody, body)) throw new Error('the bare route answers other JSON')
-    const targets = { bare: bare.url + PATH, flowcache: flowcache.url + PATH }
+    const servers = { bare, flowcache }
 
     const loadBefore = loadavg()[0] ?? 0
-    await wrk(targets.bare, WARMUP_SECONDS)
-    await wrk(targets.flowcache, WARMUP_SECONDS)
-    const rounds: { bare: Round[]; flowcache: Round[] } = { bare: [], flowcache: [] }
+    await wrk(bare.url + PATH, WARMUP_SECONDS)
+    await wrk(flowcache.url + PATH, WARMUP_SECONDS)
+    const rounds: { bare: MeasuredRound[]; flowcache: MeasuredRound[] } = {
+      bare: [],
+      flowcache: [],
+    }
     for (let round = 0; round < ROUNDS; round++) {
-      rounds.bare.push(await wrk(targets.bare, SECONDS))
-      rounds.flowcache.push(await wrk(targets.flowcache, SECONDS))
+      for (const kind of ['bare', 'flowcache'] as const) {
+        rounds[kind].push(await measuredRound(servers[kind]))
+      }
     }
     report(rounds, [loadBefore, loadavg()[0] ?? 0])
   } finally {
@@ -212,11 +271,24 @@ async function main(): Promise<void> {
   }
 }
 
-function report(rounds: { bare: Round[]; flowcache: Round[] }, load: [number, number]): void {
-  const summary = (list: Round[]): Round => ({
+/** One wrk round against `server`, with the server's CPU time per request during it. */
+async function measuredRound(server: Server): Promise<MeasuredRound> {
+  const before = await server.cpuUs()
+  const round = await wrk(server.url + PATH, SECONDS)
+  const after = await server.cpuUs()
+  return { ...round, cpuUsPerRequest: (after - before) / round.requests }
+}
+
+function report(
+  rounds: { bare: MeasuredRound[]; flowcache: MeasuredRound[] },
+  load: [number, number],
+): void {
+  const summary = (list: MeasuredRound[]): MeasuredRound => ({
     requestsPerSecond: median(list.map((round) => round.requestsPerSecond)),
     p50Ms: median(list.map((round) => round.p50Ms)),
     p99Ms: median(list.map((round) => round.p99Ms)),
+    requests: median(list.map((round) => round.requests)),
+    cpuUsPerRequest: median(list.map((round) => round.cpuUsPerRequest)),
   })
   const bare = summary(rounds.bare)
   const flowcache = summary(rounds.flowcache)
@@ -229,33 +301,56 @@ function report(rounds: { bare: Round[]; flowcache: Round[] }, load: [number, nu
   )
   console.log('')
   console.log(
-    '| server                                   | requests/s | p50 latency | p99 latency | ratio |',
+    '| server                                   | requests/s | p50 latency | p99 latency | server CPU per request | ratio (requests/s) | ratio (CPU per request) |',
   )
   console.log(
-    '| ---------------------------------------- | ---------: | ----------: | ----------: | ----: |',
+    '| ---------------------------------------- | ---------: | ----------: | ----------: | ---------------------: | -----------------: | ----------------------: |',
   )
-  const row = (name: string, round: Round, ratio: number): string =>
-    `| ${name.padEnd(40)} | ${round.requestsPerSecond.toFixed(0).padStart(10)} | ${`${round.p50Ms.toFixed(2)} ms`.padStart(11)} | ${`${round.p99Ms.toFixed(2)} ms`.padStart(11)} | ${`${ratio.toFixed(2)}×`.padStart(5)} |`
-  console.log(row('bare fastify route, same JSON', bare, 1))
+  const row = (name: string, round: MeasuredRound, byRate: number, byCpu: number): string =>
+    [
+      '',
+      name.padEnd(40),
+      round.requestsPerSecond.toFixed(0).padStart(10),
+      `${round.p50Ms.toFixed(2)} ms`.padStart(11),
+      `${round.p99Ms.toFixed(2)} ms`.padStart(11),
+      `${round.cpuUsPerRequest.toFixed(1)} µs`.padStart(22),
+      `${byRate.toFixed(2)}×`.padStart(18),
+      `${byCpu.toFixed(2)}×`.padStart(23),
+      '',
+    ]
+      .join(' | ')
+      .trim()
+  console.log(row('bare fastify route, same JSON', bare, 1, 1))
   console.log(
     row(
       'flowcache serve GET /v1/ns/:ns/keys/:key',
       flowcache,
       flowcache.requestsPerSecond / bare.requestsPerSecond,
+      bare.cpuUsPerRequest / flowcache.cpuUsPerRequest,
     ),
   )
   console.log('')
-  const list = (values: Round[]): string =>
-    values.map((round) => round.requestsPerSecond.toFixed(0)).join(', ')
+  const list = (values: MeasuredRound[], pick: (round: MeasuredRound) => string): string =>
+    values.map(pick).join(', ')
+  const rate = (round: MeasuredRound): string => round.requestsPerSecond.toFixed(0)
+  const cost = (round: MeasuredRound): string => round.cpuUsPerRequest.toFixed(1)
   console.log(
-    `requests/s per round: bare ${list(rounds.bare)}; flowcache ${list(rounds.flowcache)}`,
-  )
-  const pairs = rounds.flowcache.map(
-    (round, i) => round.requestsPerSecond / (rounds.bare[i]?.requestsPerSecond ?? NaN),
+    `requests/s per round: bare ${list(rounds.bare, rate)}; flowcache ${list(rounds.flowcache, rate)}`,
   )
   console.log(
-    `ratio per round pair: ${pairs.map((ratio) => ratio.toFixed(2)).join(', ')}; median ${median(pairs).toFixed(2)}×`,
+    `server CPU µs per request per round: bare ${list(rounds.bare, cost)}; flowcache ${list(rounds.flowcache, cost)}`,
   )
+  const pairs = (ratio: (bareRound: MeasuredRound, ours: MeasuredRound) => number): number[] =>
+    rounds.flowcache.flatMap((ours, i) => {
+      const bareRound = rounds.bare[i]
+      return bareRound === undefined ? [] : [ratio(bareRound, ours)]
+    })
+  const byRate = pairs((b, ours) => ours.requestsPerSecond / b.requestsPerSecond)
+  const byCpu = pairs((b, ours) => b.cpuUsPerRequest / ours.cpuUsPerRequest)
+  const format = (values: number[]): string =>
+    `${values.map((ratio) => ratio.toFixed(2)).join(', ')}; median ${median(values).toFixed(2)}×`
+  console.log(`ratio per round pair, requests/s: ${format(byRate)}`)
+  console.log(`ratio per round pair, CPU per request: ${format(byCpu)}`)
 }
 
 await main()
