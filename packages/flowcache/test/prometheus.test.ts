@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto'
-import { Registry } from 'prom-client'
+import { channel } from 'node:diagnostics_channel'
+import { Histogram, Registry } from 'prom-client'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createCache, type Cache } from '../src/core/cache.js'
+import { channels, type OperationEvent } from '../src/core/diagnostics.js'
 import { silentLogger } from '../src/core/logger.js'
 import { InvalidArgumentError } from '../src/errors.js'
-import { registerMetrics } from '../src/prometheus/index.js'
+import { DEFAULT_BUCKETS, registerMetrics } from '../src/prometheus/index.js'
 import { memoryStore } from '../src/stores/memory/index.js'
 import { redisStore } from '../src/stores/redis/index.js'
 import { parseExposition, valueOf, type Family } from './helpers/exposition.js'
@@ -200,6 +202,48 @@ describe('registerMetrics', () => {
     await mem.get('b')
     expect(calls(await scrape(registry), 'mem', 'get', 'hit')).toBe(1)
     again.close()
+  })
+
+  it('writes the latency histogram exactly as a prom-client histogram fed the same durations', async () => {
+    const cache = createCache({ logger: silentLogger })
+    caches.push(cache)
+    const registry = new Registry()
+    const handle = registerMetrics(cache, { registry, name: 'h', labels: { service: 'orders' } })
+    const reference = new Registry()
+    const expected = new Histogram({
+      name: 'flowcache_operation_duration_seconds',
+      help: 'reference',
+      labelNames: ['cache', 'service', 'operation', 'store', 'outcome'],
+      buckets: [...DEFAULT_BUCKETS],
+      registers: [reference],
+    })
+    // Durations on, between and beyond the bounds (seconds ×1000 = ms), two series.
+    const durationsMs = [0, 0.004, 0.01, 0.0100001, 0.3, 1, 2.5, 7, 250, 5000, 5000.5, 60_000]
+    const operation = channel(channels.operation)
+    durationsMs.forEach((durationMs, i) => {
+      const outcome = i % 3 === 0 ? 'miss' : 'hit'
+      const event: OperationEvent = {
+        cache,
+        operation: 'get',
+        namespace: [],
+        store: 'memory',
+        outcome,
+        durationMs,
+      }
+      operation.publish(event)
+      expected.observe(
+        { cache: 'h', service: 'orders', operation: 'get', store: 'memory', outcome },
+        durationMs / 1000,
+      )
+    })
+    const samples = async (from: Registry): Promise<string[]> =>
+      ((await scrape(from)).get('flowcache_operation_duration_seconds')?.samples ?? [])
+        .map((s) => `${s.name}${JSON.stringify(Object.entries(s.labels).sort())} ${s.value}`)
+        .sort()
+    const ours = await samples(registry)
+    expect(ours).toHaveLength(2 * (DEFAULT_BUCKETS.length + 3))
+    expect(ours).toEqual(await samples(reference))
+    handle.close()
   })
 
   it('reports L1 figures for a cache with an L1 tier', async () => {

@@ -73,6 +73,104 @@ const RESERVED_LABELS = new Set([
 
 type Labels = Record<string, string>
 
+/** Observations of one histogram series: a count per bucket (not cumulative), the sum, the count. */
+interface SeriesCounts {
+  readonly labels: Labels
+  readonly buckets: Float64Array
+  sum: number
+  count: number
+}
+
+/**
+ * The latency histogram. Every cache call is one observation, so observing goes through a
+ * bucket search and three additions here instead of prom-client's per-call label validation and
+ * hashing (about 0.7 µs, several times a memory-store read); prom-client reads the counts when
+ * the registry is scraped, through `get()`, in the shape its own histograms give.
+ */
+class CountedHistogram extends Histogram {
+  readonly #name: string
+  readonly #help: string
+  readonly #bounds: readonly number[]
+  readonly #series = new Map<Labels, SeriesCounts>()
+
+  constructor(
+    name: string,
+    help: string,
+    labelNames: string[],
+    bounds: readonly number[],
+    registry: Registry,
+  ) {
+    super({ name, help, labelNames, buckets: [...bounds], registers: [registry] })
+    this.#name = name
+    this.#help = help
+    this.#bounds = bounds
+  }
+
+  /** Counts one observation of `seconds` in the series `labels` (compared by identity). */
+  record(labels: Labels, seconds: number): void {
+    let series = this.#series.get(labels)
+    if (series === undefined) {
+      series = { labels, buckets: new Float64Array(this.#bounds.length), sum: 0, count: 0 }
+      this.#series.set(labels, series)
+    }
+    const bounds = this.#bounds
+    let bucket = 0
+    while (bucket < bounds.length && seconds > (bounds[bucket] as number)) bucket++
+    // Beyond the last bound it is counted in `+Inf` only, which is the count.
+    if (bucket < bounds.length) series.buckets[bucket] = (series.buckets[bucket] as number) + 1
+    series.sum += seconds
+    series.count++
+  }
+
+  /** Drops the series `labels` (the same object `record` was given). */
+  forget(labels: Labels): void {
+    this.#series.delete(labels)
+  }
+
+  override reset(): void {
+    // prom-client's constructor calls reset() before this class's fields exist.
+    if (#series in this) this.#series.clear()
+  }
+
+  override get(): ReturnType<Histogram['get']> {
+    const name = this.#name
+    const values: Array<{
+      labels: Record<string, string | number>
+      value: number
+      metricName: string
+    }> = []
+    for (const series of this.#series.values()) {
+      let cumulative = 0
+      for (let i = 0; i < this.#bounds.length; i++) {
+        cumulative += series.buckets[i] as number
+        values.push({
+          labels: { ...series.labels, le: this.#bounds[i] as number },
+          value: cumulative,
+          metricName: `${name}_bucket`,
+        })
+      }
+      values.push(
+        {
+          labels: { ...series.labels, le: '+Inf' },
+          value: series.count,
+          metricName: `${name}_bucket`,
+        },
+        { labels: { ...series.labels }, value: series.sum, metricName: `${name}_sum` },
+        { labels: { ...series.labels }, value: series.count, metricName: `${name}_count` },
+      )
+    }
+    // What prom-client's own histograms give; its typings declare `type` as a numeric enum and
+    // require `collect`, while the registry reads the string type and never calls `collect` here.
+    const metric = { name, help: this.#help, type: 'histogram', values, aggregator: 'sum' }
+    return Promise.resolve(metric as unknown as Awaited<ReturnType<Histogram['get']>>)
+  }
+
+  /** What the registry reads for the text format; the same values as `get()`. */
+  getForPromString(): ReturnType<Histogram['get']> {
+    return this.get()
+  }
+}
+
 /** One registered cache. */
 interface Member {
   readonly cache: Cache
@@ -95,7 +193,7 @@ interface MetricSet {
   readonly members: Map<Cache, Member>
   readonly names: Set<string>
   readonly metricNames: string[]
-  readonly histogram: Histogram
+  readonly histogram: CountedHistogram
   readonly elections: Counter
   readonly onOperation: (message: unknown) => void
   readonly onElection: (message: unknown) => void
@@ -527,13 +625,13 @@ function createSet(
   const histogram = register(
     histogramName,
     () =>
-      new Histogram({
-        name: histogramName,
-        help: 'Duration of cache calls in seconds, by operation, store and outcome (hit, miss, ok, error); every call.',
-        labelNames: [...labelNames, 'operation', 'store', 'outcome'],
-        buckets: [...buckets],
-        registers,
-      }),
+      new CountedHistogram(
+        histogramName,
+        'Duration of cache calls in seconds, by operation, store and outcome (hit, miss, ok, error); every call.',
+        [...labelNames, 'operation', 'store', 'outcome'],
+        buckets,
+        registry,
+      ),
   )
   const electionsName = `${prefix}elections_total`
   const elections = register(
@@ -561,7 +659,7 @@ function createSet(
       }
       member.series.set(id, labels)
     }
-    histogram.observe(labels, event.durationMs / 1000)
+    histogram.record(labels, event.durationMs / 1000)
   }
   const onElection = (message: unknown): void => {
     const event = message as ElectionEvent
@@ -663,7 +761,7 @@ export function registerMetrics(cache: Cache, options: MetricsOptions = {}): Cac
 function removeMember(set: MetricSet, member: Member, name: string): void {
   set.members.delete(member.cache)
   set.names.delete(name)
-  for (const labels of member.series.values()) set.histogram.remove(labels)
+  for (const labels of member.series.values()) set.histogram.forget(labels)
   for (const labels of member.elections.values()) set.elections.remove(labels)
   if (set.members.size > 0) return
   unsubscribe(channels.operation, set.onOperation)
