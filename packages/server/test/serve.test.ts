@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -9,12 +9,27 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { deleteRedisKeys, redisUrl } from '../../flowcache/test/helpers/services.js'
 import { sqliteStore } from '../../flowcache/src/stores/sqlite/index.js'
 import { createCache } from '../src/flowcache.js'
+import { childrenOf, killTree, signalIfRunning } from './helpers/processes.js'
 
 /** The `flowcache` binary: it starts Node with the sandbox flag and tsx, forwarding signals. */
 const entry = fileURLToPath(new URL('../bin/flowcache.js', import.meta.url))
 const prefix = `srv${randomBytes(4).toString('hex')}`
 let dir: string
+/** Every `flowcache` wrapper started and not yet exited; `afterAll` kills them and their children. */
 const children = new Set<ChildProcess>()
+/** The server processes the wrappers started, killed by `afterAll` too if they outlive them. */
+const servers = new Set<number>()
+
+/** Starts `flowcache <args>` through the binary's wrapper in `dir`, tracked for the cleanup. */
+function start(
+  args: string[],
+  env: Record<string, string | undefined>,
+): ChildProcessWithoutNullStreams {
+  const child = spawn(process.execPath, [entry, ...args], { cwd: dir, stdio: 'pipe', env })
+  children.add(child)
+  child.on('exit', () => children.delete(child))
+  return child
+}
 
 /** A `flowcache serve` child process, with its printed URL. */
 interface Served {
@@ -26,26 +41,21 @@ interface Served {
 
 /** Starts `flowcache serve <args>` in `dir` and waits for its URL. */
 async function serve(args: string[], env: Record<string, string> = {}): Promise<Served> {
-  const child = spawn(process.execPath, [entry, 'serve', '--port', '0', ...args], {
-    cwd: dir,
-    stdio: 'pipe',
-    env: { ...process.env, FLOWCACHE_CACHE_PREFIX: prefix, ...env },
+  const child = start(['serve', '--port', '0', ...args], {
+    ...process.env,
+    FLOWCACHE_CACHE_PREFIX: prefix,
+    ...env,
   })
-  children.add(child)
   let stdout = ''
   let stderr = ''
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
-  const exited = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => {
-      children.delete(child)
-      resolve(code)
-    }),
-  )
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
   const started = performance.now()
   for (;;) {
     const match = /listening on (http:\/\/\S+)/.exec(stdout)
     if (match?.[1] !== undefined) {
+      if (child.pid !== undefined) for (const pid of childrenOf(child.pid)) servers.add(pid)
       return { child, url: match[1], output: () => stdout + stderr, exited }
     }
     if (child.exitCode !== null || performance.now() - started > 30_000) {
@@ -81,7 +91,9 @@ steps:
 })
 
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL')
+  // The wrapper and the server process it started: a test that failed halfway leaves both.
+  for (const child of children) if (child.pid !== undefined) killTree(child.pid)
+  for (const pid of servers) signalIfRunning(pid)
   await deleteRedisKeys(`${prefix}*`)
   await rm(dir, { recursive: true, force: true })
 })
@@ -190,10 +202,9 @@ describe('flowcache serve', { timeout: 120_000 }, () => {
   })
 
   it('refuses a non-loopback host without a token and prints how to set one', async () => {
-    const child = spawn(process.execPath, [entry, 'serve', '--host', '0.0.0.0', '--port', '0'], {
-      cwd: dir,
-      stdio: 'pipe',
-      env: { ...process.env, FLOWCACHE_TOKEN: '' },
+    const child = start(['serve', '--host', '0.0.0.0', '--port', '0'], {
+      ...process.env,
+      FLOWCACHE_TOKEN: '',
     })
     let stderr = ''
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
