@@ -7,7 +7,7 @@ import { MAX_TRACKED_NAMESPACES, createCache } from '../src/core/cache.js'
 import { TopKeys } from '../src/core/namespace-stats.js'
 import { InvalidArgumentError, StoreUnavailableError } from '../src/errors.js'
 import { MemoryStore, memoryStore } from '../src/stores/memory/index.js'
-import type { QuotaUsage } from '../src/types/store.js'
+import type { QuotaLimits, QuotaUsage } from '../src/types/store.js'
 import { sqliteStore } from '../src/stores/sqlite/index.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'flowcache-nsstats-'))
@@ -90,6 +90,82 @@ describe('createCache quotas: a default allocation per top-level namespace, with
     const cache = createCache()
     expect(() => cache.namespace('a', { trackStats: 'yes' as never })).toThrow(/trackStats/)
     expect(() => cache.namespace('a', { maxEntries: 0 })).toThrow(InvalidArgumentError)
+  })
+})
+
+describe('namespace(name, { applyQuotas: false }): a view for reading', () => {
+  /** A memory store that records the prefixes quotas are set on. */
+  class RecordingStore extends MemoryStore {
+    readonly quotaPrefixes: string[] = []
+    override setQuota(prefix: string, limits: QuotaLimits): void {
+      this.quotaPrefixes.push(prefix)
+      super.setQuota(prefix, limits)
+    }
+  }
+
+  it('sets no quota in the store and evicts nothing, where a normal namespace() does', async () => {
+    const store = new RecordingStore({ sweepIntervalMs: 0 })
+    // Another application wrote 'shared' with no quota, through the same store.
+    const other = createCache({ store })
+    for (let i = 0; i < 5; i++) await other.namespace('shared').set(`k${i}`, i)
+    const cache = createCache({ store, quotas: { default: { maxEntries: 2 } } })
+
+    const reader = cache.namespace('shared', { applyQuotas: false })
+    const nested = cache
+      .namespace('shared', { applyQuotas: false })
+      .namespace('child', { applyQuotas: false })
+    expect(await keysOf(reader)).toEqual(['k0', 'k1', 'k2', 'k3', 'k4'])
+    expect(await reader.get('k0')).toBe(0)
+    expect(await nested.get('nothing')).toBeUndefined()
+    expect(await reader.namespaceStats()).toMatchObject({
+      tracked: false,
+      quota: undefined,
+      entries: undefined,
+    })
+    expect(store.quotaPrefixes).toEqual([])
+
+    const writer = cache.namespace('shared')
+    expect(store.quotaPrefixes).toHaveLength(1)
+    const prefix = store.quotaPrefixes[0] as string
+    expect(await store.quotaUsage(prefix)).toMatchObject({ entries: 2, evictions: 3 })
+    expect(await keysOf(reader)).toEqual(['k3', 'k4'])
+    // The quota is the store's, per prefix: writes through the reading view are held to it too.
+    await reader.set('k5', 5)
+    expect(await keysOf(writer)).toEqual(['k4', 'k5'])
+    await other.close()
+    await cache.close()
+  })
+
+  it('reads count toward the stats once the namespace is tracked, without setting its quota', async () => {
+    const store = new RecordingStore({ sweepIntervalMs: 0 })
+    const cache = createCache({ store, quotas: { default: { maxEntries: 10 } } })
+    const watched = cache.namespace('watched', { applyQuotas: false, trackStats: true })
+    await watched.get('missing')
+    expect(await watched.namespaceStats()).toMatchObject({ tracked: true, misses: 1 })
+    expect((await watched.namespaceStats()).quota).toBeUndefined()
+
+    const reader = cache.namespace('tenant', { applyQuotas: false })
+    await reader.get('a')
+    expect((await reader.namespaceStats()).tracked).toBe(false)
+    cache.namespace('tenant')
+    await reader.get('b')
+    expect(await reader.namespaceStats()).toMatchObject({
+      tracked: true,
+      quota: { maxEntries: 10 },
+      misses: 1,
+    })
+    expect(store.quotaPrefixes).toHaveLength(1)
+    await cache.close()
+  })
+
+  it('refuses limits or a non-boolean with it, naming the option', async () => {
+    const cache = createCache({ quotas: { default: { maxEntries: 10 } } })
+    expect(() => cache.namespace('a', { applyQuotas: false, maxEntries: 5 })).toThrow(
+      /applyQuotas.*maxEntries/,
+    )
+    expect(() => cache.namespace('a', { applyQuotas: 'no' as never })).toThrow(/applyQuotas/)
+    expect(() => cache.namespace('a', { applyQuotas: 'no' as never })).toThrow(InvalidArgumentError)
+    await cache.close()
   })
 })
 

@@ -3,8 +3,8 @@
  * `/v1/locks` and `/v1/rate-limits`, and the console's static routes.
  */
 import { randomUUID } from 'node:crypto'
-import { afterEach, describe, expect, it } from 'vitest'
-import type { ResolvedConfig } from '../src/config/index.js'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { createCacheFromConfig, type ResolvedConfig } from '../src/config/index.js'
 import { createCache, type Cache } from '../src/flowcache.js'
 import { createServer, type FlowcacheServer } from '../src/http/index.js'
 import { waitUntil } from './helpers/host.js'
@@ -181,5 +181,70 @@ describe('namespace statistics routes', () => {
     const bad = await get(server, '/v1/ns/tenant%3Aquota/stats?top=-1')
     expect(bad.status).toBe(400)
     expect(JSON.stringify(bad.body)).toContain('top')
+  })
+})
+
+describe('reading a namespace puts no quota on it', () => {
+  it('with user_cache_limit_mb set, GET and HEAD routes leave a namespace written by another application alone; a PUT gives it its allocation', async () => {
+    const MIB = 1024 * 1024
+    const config: ResolvedConfig = {
+      cache: {
+        enabled: true,
+        type: 'memory',
+        path: ':memory:',
+        fallback: 'memory',
+        userCacheLimitMb: 1,
+      },
+      server: { host: '127.0.0.1', port: 0, bodyLimit: 1024 * 1024 },
+      flows: { tenant: 'default' },
+    }
+    const cache = await createCacheFromConfig(config)
+    const server = createServer({ config, cache })
+    open.push({ cache, server })
+    const setQuota = vi.spyOn(cache.store, 'setQuota')
+    // Another application shares the store and writes 1.6 MB to 'billing', with no quota.
+    const other = createCache({ store: cache.store })
+    const billing = other.namespace('billing')
+    for (let i = 0; i < 4; i++) await billing.set(`k${i}`, 'x'.repeat(400_000))
+    await billing.namespace('eu').set('n', 1)
+    await billing.locks.acquire('job', { ttl: '1m', owner: 'w1' })
+
+    const reads = [
+      '/v1/ns/billing/keys',
+      '/v1/ns/billing/entries',
+      '/v1/ns/billing/keys/k0',
+      '/v1/ns/billing/keys/k0/ttl',
+      '/v1/ns/billing%2Feu/keys/n',
+      '/v1/ns/billing/locks/job',
+      '/v1/ns/billing/rate-limits/api?max=5&per=1m',
+      '/v1/ns/billing/stats',
+      '/v1/locks',
+    ]
+    for (const url of reads) {
+      const answer = await server.fastify.inject({ method: 'GET', url })
+      expect(answer.statusCode, url).toBe(200)
+    }
+    const head = await server.fastify.inject({ method: 'HEAD', url: '/v1/ns/billing/keys/k1' })
+    expect(head.statusCode).toBe(200)
+    expect(setQuota).not.toHaveBeenCalled()
+    expect((await get(server, '/v1/ns/billing/keys')).body.keys).toEqual(['k0', 'k1', 'k2', 'k3'])
+    const before = (await get(server, '/v1/ns/billing/stats')).body
+    expect([before.tracked, before.quota, before.entries]).toEqual([false, undefined, undefined])
+
+    const put = await server.fastify.inject({
+      method: 'PUT',
+      url: '/v1/ns/billing/keys/new',
+      payload: { value: 1 },
+    })
+    expect(put.statusCode).toBe(200)
+    expect(setQuota).toHaveBeenCalledTimes(1)
+    const [prefix, limits] = setQuota.mock.calls[0] ?? []
+    expect(limits).toEqual({ maxBytes: MIB })
+    const usage = await cache.store.quotaUsage?.(prefix as string)
+    expect(usage?.bytes).toBeLessThanOrEqual(MIB)
+    expect(usage?.evictions).toBeGreaterThan(0)
+    const stats = (await get(server, '/v1/ns/billing/stats')).body
+    expect(stats).toMatchObject({ tracked: true, quota: { maxBytes: MIB } })
+    await other.close()
   })
 })

@@ -162,6 +162,19 @@ export interface NamespaceOptions {
    * the per-namespace metrics. Namespaces with a quota are tracked anyway. @default false
    */
   trackStats?: boolean
+  /**
+   * `false` opens the view without setting any quota in the store: the `quotas` of `createCache`
+   * are not applied, and `maxEntries` / `maxBytes` are refused with it. For code that only
+   * reads a namespace it may not own, such as a console or an admin listing: opening a namespace
+   * normally records its configured allocation in the store, which can evict entries there.
+   *
+   * The view is otherwise the same as a normal one: reads count toward the namespace's stats
+   * when it is tracked (opened with a quota or `trackStats` by any view of this cache), and a
+   * quota already set on the namespace (by any view or process) still applies to writes made
+   * through it. Writes through it are not refused, but when no quota was set yet they are not
+   * held to the configured allocation: write through a normal view. @default true
+   */
+  applyQuotas?: boolean
 }
 
 /** Options of a write. */
@@ -1273,7 +1286,9 @@ export class Cache {
    * a quota: when it is over, its own least recently used entries are evicted, never another's.
    * A top-level namespace also gets the `quotas` of `createCache` (its override, else the
    * default), field by field under the limits given here. `trackStats` counts its reads for
-   * {@link Cache.namespaceStats}; namespaces with a quota are always tracked.
+   * {@link Cache.namespaceStats}; namespaces with a quota are always tracked. `applyQuotas: false`
+   * opens a view for reading: it sets no quota in the store (an option rather than a separate
+   * method, so it nests and combines with `defaultTtl` / `trackStats` like every other view).
    */
   namespace(name: string, options: NamespaceOptions = {}): Cache {
     const core = this.#open()
@@ -1289,11 +1304,26 @@ export class Cache {
         `must be true or false; got ${String(trackStats)}`,
       )
     }
+    const applyQuotas = options.applyQuotas ?? true
+    if (typeof applyQuotas !== 'boolean') {
+      throw InvalidArgumentError.format(
+        'applyQuotas',
+        `must be true or false; got ${String(applyQuotas)}`,
+      )
+    }
     const given: QuotaLimits = {}
     if (options.maxEntries !== undefined) given.maxEntries = options.maxEntries
     if (options.maxBytes !== undefined) given.maxBytes = options.maxBytes
+    if (!applyQuotas && (given.maxEntries !== undefined || given.maxBytes !== undefined)) {
+      throw InvalidArgumentError.format(
+        'applyQuotas',
+        'is false, so maxEntries / maxBytes would never be set; give one or the other',
+      )
+    }
     const path = [...this.#path, name]
-    const limits = quotaFor(core.quotas, name, this.#path.length === 0, given)
+    const limits = applyQuotas
+      ? quotaFor(core.quotas, name, this.#path.length === 0, given)
+      : undefined
     if (limits !== undefined) this.#setQuota(prefix, limits)
     if ((limits !== undefined || trackStats) && !core.trackers.has(prefix)) {
       // Namespace names may come from requests: the oldest tracker goes beyond the cap.

@@ -321,10 +321,17 @@ export function createServer(options: ServerOptions): FlowcacheServer {
   const registry = new Registry()
   const metrics: CacheMetrics = registerMetrics(cache, { registry })
 
-  const views = new Map<string, Cache>()
-  /** The namespace view of a `:ns` segment (`a/b` is `namespace('a').namespace('b')`). */
-  const view = (ns: string): Cache => {
-    let found = views.get(ns)
+  /** Views by `:ns`, one cache per mode: a reading view and a writing one differ. */
+  const views = { read: new Map<string, Cache>(), write: new Map<string, Cache>() }
+  /**
+   * The namespace view of a `:ns` segment (`a/b` is `namespace('a').namespace('b')`). GET routes
+   * take a `read` view (`applyQuotas: false`): reading a namespace, say one another application
+   * writes to, must not put the configured allocation on it. Routes that change state take a
+   * `write` view, which applies the quotas.
+   */
+  const view = (ns: string, mode: 'read' | 'write'): Cache => {
+    const cached = views[mode]
+    let found = cached.get(ns)
     if (found !== undefined) return found
     const names = ns.split(NAMESPACE_SEPARATOR)
     if (names.some((name) => name === '')) {
@@ -333,9 +340,10 @@ export function createServer(options: ServerOptions): FlowcacheServer {
         `"${ns}" has an empty part; separate nested namespaces with a single "/" (URL-encoded as %2F)`,
       )
     }
-    found = names.reduce((parent, name) => parent.namespace(name), cache)
-    if (views.size >= MAX_VIEWS) views.clear()
-    views.set(ns, found)
+    const options = mode === 'read' ? { applyQuotas: false } : {}
+    found = names.reduce((parent, name) => parent.namespace(name, options), cache)
+    if (cached.size >= MAX_VIEWS) cached.clear()
+    cached.set(ns, found)
     return found
   }
 
@@ -457,7 +465,7 @@ export function createServer(options: ServerOptions): FlowcacheServer {
     const locks = await Promise.all(
       found.map(async (entry) => {
         const [holder, stored] = await Promise.all([
-          view(entry.ns).locks.holder(entry.key),
+          view(entry.ns, 'read').locks.holder(entry.key),
           cache.store.get(entry.storeKey),
         ])
         if (holder === undefined) return undefined
@@ -496,9 +504,8 @@ export function createServer(options: ServerOptions): FlowcacheServer {
       const prefix = single(request.query.prefix)
       const limitText = single(request.query.limit)
       const limit = limitText === undefined ? 1000 : Number(limitText)
-      const keys = await view(request.params.ns).listKeys(prefix === '' ? undefined : prefix, {
-        limit,
-      })
+      const namespace = view(request.params.ns, 'read')
+      const keys = await namespace.listKeys(prefix === '' ? undefined : prefix, { limit })
       return json(reply, 200, { keys })
     },
   )
@@ -514,7 +521,7 @@ export function createServer(options: ServerOptions): FlowcacheServer {
           `must be an integer from 1 to ${MAX_ENTRIES} (each entry costs a TTL read); got ${limitText}`,
         )
       }
-      const namespace = view(request.params.ns)
+      const namespace = view(request.params.ns, 'read')
       const keys = await namespace.listKeys(prefix === '' ? undefined : prefix, { limit })
       const ttls = await Promise.all(keys.map((key) => namespace.ttl(key)))
       const entries = keys.flatMap((key, i) => {
@@ -526,7 +533,7 @@ export function createServer(options: ServerOptions): FlowcacheServer {
   )
   app.get<{ Params: KeyParams }>('/v1/ns/:ns/keys/:key', async (request, reply) => {
     const { ns, key } = request.params
-    const value = await view(ns).get(key)
+    const value = await view(ns, 'read').get(key)
     if (value === undefined) throw notFound(`no entry "${key}" in namespace "${ns}"`)
     return json(reply, 200, { key, value })
   })
@@ -547,17 +554,17 @@ export function createServer(options: ServerOptions): FlowcacheServer {
         throw InvalidArgumentError.format('ttl', 'is given twice (query and body); keep one')
       }
       const ttl = queryTtl ?? bodyTtl
-      await view(ns).set(key, body.value, ttl === undefined ? undefined : { ttl })
+      await view(ns, 'write').set(key, body.value, ttl === undefined ? undefined : { ttl })
       return json(reply, 200, { key, stored: true })
     },
   )
   app.delete<{ Params: KeyParams }>('/v1/ns/:ns/keys/:key', async (request, reply) => {
     const { ns, key } = request.params
-    return json(reply, 200, { key, deleted: await view(ns).delete(key) })
+    return json(reply, 200, { key, deleted: await view(ns, 'write').delete(key) })
   })
   app.get<{ Params: KeyParams }>('/v1/ns/:ns/keys/:key/ttl', async (request, reply) => {
     const { ns, key } = request.params
-    const ttl = await view(ns).ttl(key)
+    const ttl = await view(ns, 'read').ttl(key)
     if (ttl === undefined) throw notFound(`no entry "${key}" in namespace "${ns}"`)
     return json(reply, 200, { key, ttl })
   })
@@ -574,7 +581,7 @@ export function createServer(options: ServerOptions): FlowcacheServer {
     if (body.owner !== undefined && typeof body.owner !== 'string') {
       throw InvalidArgumentError.format('owner', 'must be a string')
     }
-    const locks = view(ns).locks
+    const locks = view(ns, 'write').locks
     const lock = await locks.acquire(key, {
       ttl,
       ...(wait === undefined ? {} : { wait }),
@@ -610,19 +617,19 @@ export function createServer(options: ServerOptions): FlowcacheServer {
       if (owner === undefined) {
         throw InvalidArgumentError.format('owner', 'is required: the owner acquire returned')
       }
-      return json(reply, 200, { key, released: await view(ns).locks.release(key, owner) })
+      return json(reply, 200, { key, released: await view(ns, 'write').locks.release(key, owner) })
     },
   )
   app.get<{ Params: KeyParams }>('/v1/ns/:ns/locks/:key', async (request, reply) => {
     const { ns, key } = request.params
-    const holder = await view(ns).locks.holder(key)
+    const holder = await view(ns, 'read').locks.holder(key)
     return json(reply, 200, { key, held: holder !== undefined, holder: holder ?? null })
   })
 
   // Rate limits.
   app.post<{ Params: KeyParams }>('/v1/ns/:ns/rate-limits/:key', async (request, reply) => {
     const { ns, key } = request.params
-    const result = await view(ns).rateLimit(key, rateLimitOptions(bodyObject(request)))
+    const result = await view(ns, 'write').rateLimit(key, rateLimitOptions(bodyObject(request)))
     if (!result.allowed) reply.header('retry-after', Math.ceil(result.retryAfterMs / 1000))
     return json(reply, 200, { key, ...result })
   })
@@ -630,13 +637,13 @@ export function createServer(options: ServerOptions): FlowcacheServer {
     '/v1/ns/:ns/rate-limits/:key',
     async (request, reply) => {
       const { ns, key } = request.params
-      const result = await view(ns).rateLimits.status(key, rateLimitOptions(request.query))
+      const result = await view(ns, 'read').rateLimits.status(key, rateLimitOptions(request.query))
       return json(reply, 200, { key, ...result })
     },
   )
   app.delete<{ Params: KeyParams }>('/v1/ns/:ns/rate-limits/:key', async (request, reply) => {
     const { ns, key } = request.params
-    return json(reply, 200, { key, reset: await view(ns).rateLimits.reset(key) })
+    return json(reply, 200, { key, reset: await view(ns, 'write').rateLimits.reset(key) })
   })
 
   // Leaders and flows.
@@ -690,7 +697,9 @@ export function createServer(options: ServerOptions): FlowcacheServer {
     async (request, reply) => {
       const topText = single(request.query.top)
       const top = topText === undefined ? undefined : Number(topText)
-      const stats = await view(request.params.ns).namespaceStats(top === undefined ? {} : { top })
+      const stats = await view(request.params.ns, 'read').namespaceStats(
+        top === undefined ? {} : { top },
+      )
       return json(reply, 200, stats)
     },
   )
