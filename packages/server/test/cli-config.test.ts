@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisUrl } from '../../flowcache/test/helpers/services.js'
 import { redisStore } from '../../flowcache/src/stores/redis/index.js'
+import { sqliteStore } from '../../flowcache/src/stores/sqlite/index.js'
 import { createCache } from '../src/flowcache.js'
 import { cli as runCli, type CliOutcome } from './helpers/cli.js'
 
@@ -64,6 +65,35 @@ describe('data commands with flowcache.yaml', { timeout: 120_000 }, () => {
     const stats = await cli(['stats', '--config', config, '--json'], { cwd: dir })
     expect(stats.code).toBe(0)
     expect(JSON.parse(stats.stdout)).toMatchObject({ store: 'sqlite', config })
+  })
+
+  it('reading commands put no quota on the namespace they read; writing ones do', async () => {
+    const project = join(dir, 'quota')
+    await mkdir(project, { recursive: true })
+    const config = join(project, 'flowcache.yaml')
+    await writeFile(config, 'cache:\n  type: sqlite\n  path: q.db\n  user_cache_limit_mb: 1\n')
+    // Another application on the same file, without quotas, fills "billing" past 1 MiB.
+    const other = createCache({ store: sqliteStore({ path: join(project, 'q.db') }) })
+    const billing = other.namespace('billing')
+    const value = 'x'.repeat(40_000)
+    for (let i = 0; i < 40; i++) await billing.set(`k${i}`, value)
+    const at = ['--namespace', 'billing', '--config', config]
+    try {
+      expect((await cli(['get', 'k0', ...at], { cwd: project })).code).toBe(0)
+      expect((await cli(['ttl', 'k1', ...at], { cwd: project })).code).toBe(0)
+      const listed = await cli(['keys', ...at, '--json'], { cwd: project })
+      expect(JSON.parse(listed.stdout).keys).toHaveLength(40)
+      expect((await cli(['stats', ...at], { cwd: project })).code).toBe(0)
+      expect(await billing.listKeys()).toHaveLength(40)
+
+      // A write applies the allocation: the least recently used entries go.
+      expect((await cli(['set', 'new', '"v"', ...at], { cwd: project })).code).toBe(0)
+      const left = await billing.listKeys()
+      expect(left.length).toBeLessThan(40)
+      expect(left).toContain('new')
+    } finally {
+      await other.close()
+    }
   })
 
   it('finds ./flowcache.yaml like serve, and FLOWCACHE_CONFIG', async () => {

@@ -70,9 +70,21 @@ export function parseNamespace(spec: string | undefined): string[] {
   return names
 }
 
+/**
+ * What a command does with its namespace: `read` opens it with `applyQuotas: false`, so reading
+ * a namespace never puts the configured allocation (`user_cache_limit_mb`, `quotas:`) on it;
+ * `write` applies the quotas like any other writer.
+ */
+export type CommandAccess = 'read' | 'write'
+
 /** The view of `root` at the namespace path `names` (`root` itself for `[]`). */
-export function namespaceView(root: Cache, names: readonly string[]): Cache {
-  return names.reduce((view, name) => view.namespace(name), root)
+export function namespaceView(
+  root: Cache,
+  names: readonly string[],
+  access: CommandAccess = 'write',
+): Cache {
+  const options = access === 'read' ? { applyQuotas: false } : {}
+  return names.reduce((view, name) => view.namespace(name, options), root)
 }
 
 /** Environment of {@link cacheForCommand}: where `FLOWCACHE_*` variables and `./flowcache.yaml` are read. */
@@ -125,11 +137,12 @@ async function commandConfig(
  * one fails instead of falling back to memory) and returns the namespace view. Throws
  * {@link UsageError} for a bad `--store` or `--namespace`, `ConfigError` (`E_CONFIG`) for a
  * configuration file that is missing or invalid, `StoreUnavailableError` when the store cannot
- * be reached.
+ * be reached. A `read` command's view sets no quota in the store (see {@link CommandAccess}).
  */
 export async function cacheForCommand(
   options: CacheCommandOptions,
   where: CacheCommandEnv = {},
+  access: CommandAccess = 'write',
 ): Promise<CommandCache> {
   const names = parseNamespace(options.namespace)
   const env = where.env ?? process.env
@@ -150,7 +163,7 @@ export async function cacheForCommand(
     root = await openCache(options.store ?? 'memory')
   }
   try {
-    const cache = namespaceView(root, names)
+    const cache = namespaceView(root, names, access)
     return {
       cache,
       root,

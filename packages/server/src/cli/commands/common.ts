@@ -5,7 +5,12 @@
  */
 import { readFile } from 'node:fs/promises'
 import { FlowcacheError, InvalidArgumentError, parseDuration } from '../../flowcache.js'
-import { cacheForCommand, type CacheCommandOptions, type CommandCache } from '../cache.js'
+import {
+  cacheForCommand,
+  type CacheCommandOptions,
+  type CommandAccess,
+  type CommandCache,
+} from '../cache.js'
 import { ExitCode, UsageError, type CliIo } from '../io.js'
 import { formatMs } from '../table.js'
 
@@ -113,15 +118,17 @@ export async function readJsonArgument(spec: string, io: CliIo, name: string): P
 /**
  * Opens the command's cache, runs `body` on it and closes it. Errors before or inside `body`
  * are reported with {@link reportError}; returns the exit code of `body` or of the error.
+ * Commands that only read pass `access: 'read'`, so their namespace view sets no quota.
  */
 export async function withCache(
   options: CacheCommandOptions & OutputOptions,
   io: CliIo,
   body: (opened: CommandCache) => Promise<ExitCode>,
+  access: CommandAccess = 'write',
 ): Promise<ExitCode> {
   let opened: CommandCache
   try {
-    opened = await cacheForCommand(options)
+    opened = await cacheForCommand(options, {}, access)
   } catch (error) {
     return reportError(error, io, options)
   }

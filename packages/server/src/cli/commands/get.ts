@@ -26,17 +26,22 @@ export async function getCommand(
   options: GetCommandOptions,
   io: CliIo,
 ): Promise<ExitCode> {
-  return withCache(options, io, async ({ cache }) => {
-    const entry = await cache.entry(key)
-    if (entry === undefined) {
-      if (options.json === true) printJson(io, { key, hit: false })
-      else io.stderr(`miss: no entry for '${key}'\n`)
-      return ExitCode.miss
-    }
-    if (options.json === true) printJson(io, { key, hit: true, value: entry.value })
-    else io.stdout(`${toJsonText(entry.value, 2)}\n`)
-    return ExitCode.ok
-  })
+  return withCache(
+    options,
+    io,
+    async ({ cache }) => {
+      const entry = await cache.entry(key)
+      if (entry === undefined) {
+        if (options.json === true) printJson(io, { key, hit: false })
+        else io.stderr(`miss: no entry for '${key}'\n`)
+        return ExitCode.miss
+      }
+      if (options.json === true) printJson(io, { key, hit: true, value: entry.value })
+      else io.stdout(`${toJsonText(entry.value, 2)}\n`)
+      return ExitCode.ok
+    },
+    'read',
+  )
 }
 
 /** Adds `get` to the program. */

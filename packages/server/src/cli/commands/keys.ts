@@ -51,21 +51,26 @@ export async function keysCommand(
   } catch (error) {
     return reportError(error, io, options)
   }
-  return withCache(options, io, async ({ cache }) => {
-    // One more than asked, to tell a cut listing from one that is exactly full.
-    const found = await cache.listKeys(prefix ?? '', {
-      limit: Math.min(limit + 1, MAX_KEYS_LIMIT),
-    })
-    const truncated = found.length > limit
-    const keys = truncated ? found.slice(0, limit) : found
-    if (options.json === true) {
-      printJson(io, { keys, truncated })
-    } else {
-      if (keys.length > 0) io.stdout(`${keys.join('\n')}\n`)
-      if (truncated) io.stderr(`(listing cut at --limit ${limit}; more keys match)\n`)
-    }
-    return ExitCode.ok
-  })
+  return withCache(
+    options,
+    io,
+    async ({ cache }) => {
+      // One more than asked, to tell a cut listing from one that is exactly full.
+      const found = await cache.listKeys(prefix ?? '', {
+        limit: Math.min(limit + 1, MAX_KEYS_LIMIT),
+      })
+      const truncated = found.length > limit
+      const keys = truncated ? found.slice(0, limit) : found
+      if (options.json === true) {
+        printJson(io, { keys, truncated })
+      } else {
+        if (keys.length > 0) io.stdout(`${keys.join('\n')}\n`)
+        if (truncated) io.stderr(`(listing cut at --limit ${limit}; more keys match)\n`)
+      }
+      return ExitCode.ok
+    },
+    'read',
+  )
 }
 
 /** Adds `keys` to the program. */

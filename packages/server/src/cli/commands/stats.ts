@@ -83,19 +83,24 @@ export function formatStats(document: StatsDocument): string {
  * of the whole store; the Redis and NATS stores keep none). Exit 1 when the store is not `ok`.
  */
 export async function statsCommand(options: StatsCommandOptions, io: CliIo): Promise<ExitCode> {
-  return withCache(options, io, async ({ cache, root, configFile }) => {
-    const document: StatsDocument = {
-      store: root.store.name,
-      namespace: options.namespace ?? '',
-      config: configFile ?? null,
-      health: cache.health(),
-      capabilities: { ...root.store.capabilities },
-      stats: cache.stats(),
-    }
-    if (options.json === true) printJson(io, document)
-    else io.stdout(formatStats(document))
-    return document.health.status === 'ok' ? ExitCode.ok : ExitCode.failure
-  })
+  return withCache(
+    options,
+    io,
+    async ({ cache, root, configFile }) => {
+      const document: StatsDocument = {
+        store: root.store.name,
+        namespace: options.namespace ?? '',
+        config: configFile ?? null,
+        health: cache.health(),
+        capabilities: { ...root.store.capabilities },
+        stats: cache.stats(),
+      }
+      if (options.json === true) printJson(io, document)
+      else io.stdout(formatStats(document))
+      return document.health.status === 'ok' ? ExitCode.ok : ExitCode.failure
+    },
+    'read',
+  )
 }
 
 /** Adds `stats` to the program. */

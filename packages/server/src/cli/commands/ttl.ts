@@ -20,17 +20,23 @@ export async function ttlCommand(
   options: TtlCommandOptions,
   io: CliIo,
 ): Promise<ExitCode> {
-  return withCache(options, io, async ({ cache }) => {
-    const ttlMs = await cache.ttl(key)
-    if (ttlMs === undefined) {
-      if (options.json === true) printJson(io, { key, hit: false })
-      else io.stderr(`miss: no entry for '${key}'\n`)
-      return ExitCode.miss
-    }
-    if (options.json === true) printJson(io, { key, hit: true, ttlMs })
-    else io.stdout(ttlMs === null ? 'never expires\n' : `${ttlMs} ms (${formatDuration(ttlMs)})\n`)
-    return ExitCode.ok
-  })
+  return withCache(
+    options,
+    io,
+    async ({ cache }) => {
+      const ttlMs = await cache.ttl(key)
+      if (ttlMs === undefined) {
+        if (options.json === true) printJson(io, { key, hit: false })
+        else io.stderr(`miss: no entry for '${key}'\n`)
+        return ExitCode.miss
+      }
+      if (options.json === true) printJson(io, { key, hit: true, ttlMs })
+      else
+        io.stdout(ttlMs === null ? 'never expires\n' : `${ttlMs} ms (${formatDuration(ttlMs)})\n`)
+      return ExitCode.ok
+    },
+    'read',
+  )
 }
 
 /** Adds `ttl` to the program. */
