@@ -6,10 +6,13 @@
  * The load generator is wrk (a C program with its own event loop), so neither server shares a
  * process or an event loop with the load. Each server runs in a child process of its own; wrk
  * hits one at a time, with `CONNECTIONS` keep-alive connections on `THREADS` threads, for
- * `SECONDS`, alternating bare and flowcache for `ROUNDS` rounds after a warm-up of each. The
- * figures are the median round of each server; the ratio is also given per pair of adjacent
- * rounds (bare, then flowcache), whose median is less sensitive to other load on the machine
- * drifting during the run. The load average before and after is printed to judge that load.
+ * `SECONDS`. Each of the `ROUNDS` rounds starts both servers afresh, warms each up for
+ * `WARMUP_SECONDS`, measures both (which goes first alternates from round to round) and stops
+ * them: the steady cost of one server process differs from one start to the next by more than
+ * between rounds of the same process, so each round is a new sample of both. The figures are
+ * the median round of each server; the ratio is also given per round, whose median is less
+ * sensitive to other load on the machine drifting during the run. The load average before and
+ * after is printed to judge that load.
  * Where `taskset` exists and there are 2 CPUs or more, the servers run on CPU 0 and wrk on CPU 1
  * (`PIN=off` turns it off), so the load generator never competes for the server's core.
  *
@@ -113,7 +116,8 @@ interface Server {
   url: string
   /** The child's CPU time so far (user + system), in µs. */
   cpuUs: () => Promise<number>
-  stop: () => void
+  /** Stops the child (SIGTERM) and resolves once it has exited. */
+  stop: () => Promise<void>
 }
 
 /** Starts this file as a server child and waits for its URL. */
@@ -146,7 +150,12 @@ function startServer(
           child.on('message', onMessage)
           child.send('cpu')
         })
-      resolve({ url: (message as Ready).url, cpuUs, stop: () => child.kill('SIGTERM') })
+      const exited = new Promise<void>((done) => child.once('exit', () => done()))
+      const stop = (): Promise<void> => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+        return exited
+      }
+      resolve({ url: (message as Ready).url, cpuUs, stop })
     })
   })
 }
@@ -240,6 +249,28 @@ async function main(): Promise<void> {
     process.exitCode = 1
     return
   }
+  const loadBefore = loadavg()[0] ?? 0
+  const rounds: { bare: MeasuredRound[]; flowcache: MeasuredRound[] } = {
+    bare: [],
+    flowcache: [],
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    const servers = await startServers()
+    try {
+      await wrk(servers.bare.url + PATH, WARMUP_SECONDS)
+      await wrk(servers.flowcache.url + PATH, WARMUP_SECONDS)
+      const order =
+        round % 2 === 0 ? (['bare', 'flowcache'] as const) : (['flowcache', 'bare'] as const)
+      for (const kind of order) rounds[kind].push(await measuredRound(servers[kind]))
+    } finally {
+      await Promise.all([servers.bare.stop(), servers.flowcache.stop()])
+    }
+  }
+  report(rounds, [loadBefore, loadavg()[0] ?? 0])
+}
+
+/** Starts both servers and checks that they answer the same JSON. */
+async function startServers(): Promise<{ bare: Server; flowcache: Server }> {
   const flowcache = await startServer('flowcache')
   let bare: Server | undefined
   try {
@@ -250,24 +281,10 @@ async function main(): Promise<void> {
     bare = await startServer('bare', { BODY: JSON.stringify(body) })
     const bareBody = await fetchJson(bare.url + PATH)
     if (!isDeepStrictEqual(bareBody, body)) throw new Error('the bare route answers other JSON')
-    const servers = { bare, flowcache }
-
-    const loadBefore = loadavg()[0] ?? 0
-    await wrk(bare.url + PATH, WARMUP_SECONDS)
-    await wrk(flowcache.url + PATH, WARMUP_SECONDS)
-    const rounds: { bare: MeasuredRound[]; flowcache: MeasuredRound[] } = {
-      bare: [],
-      flowcache: [],
-    }
-    for (let round = 0; round < ROUNDS; round++) {
-      for (const kind of ['bare', 'flowcache'] as const) {
-        rounds[kind].push(await measuredRound(servers[kind]))
-      }
-    }
-    report(rounds, [loadBefore, loadavg()[0] ?? 0])
-  } finally {
-    bare?.stop()
-    flowcache.stop()
+    return { bare, flowcache }
+  } catch (error) {
+    await Promise.all([bare?.stop(), flowcache.stop()])
+    throw error
   }
 }
 
@@ -294,7 +311,7 @@ function report(
   const flowcache = summary(rounds.flowcache)
   const cpu = cpus()[0]?.model ?? 'unknown CPU'
   console.log(
-    `HTTP GET of one key on loopback (${STORE} store): wrk -t${THREADS} -c${CONNECTIONS}, ${ROUNDS} × ${SECONDS} s per server, alternating, after ${WARMUP_SECONDS} s warm-up; median round`,
+    `HTTP GET of one key on loopback (${STORE} store): wrk -t${THREADS} -c${CONNECTIONS}, ${ROUNDS} rounds of ${SECONDS} s per server, each round on newly started servers after ${WARMUP_SECONDS} s warm-up of each; median round`,
   )
   console.log(
     `node ${process.version}, ${cpus().length} × ${cpu}; ${PIN ? 'servers pinned to CPU 0, wrk to CPU 1' : 'not pinned'}; 1-minute load average ${load[0].toFixed(1)} before, ${load[1].toFixed(1)} after`,
@@ -349,8 +366,8 @@ function report(
   const byCpu = pairs((b, ours) => b.cpuUsPerRequest / ours.cpuUsPerRequest)
   const format = (values: number[]): string =>
     `${values.map((ratio) => ratio.toFixed(2)).join(', ')}; median ${median(values).toFixed(2)}×`
-  console.log(`ratio per round pair, requests/s: ${format(byRate)}`)
-  console.log(`ratio per round pair, CPU per request: ${format(byCpu)}`)
+  console.log(`ratio per round, requests/s: ${format(byRate)}`)
+  console.log(`ratio per round, CPU per request: ${format(byCpu)}`)
 }
 
 await main()
