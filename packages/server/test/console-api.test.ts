@@ -18,22 +18,21 @@ afterEach(async () => {
   }
 })
 
+/** The configuration of a server on a memory store on 127.0.0.1, with `cache` fields over it. */
+function memoryConfig(cache: Partial<ResolvedConfig['cache']>): ResolvedConfig {
+  return {
+    cache: { enabled: true, type: 'memory', path: ':memory:', fallback: 'memory', ...cache },
+    server: { host: '127.0.0.1', port: 0, bodyLimit: 1024 * 1024 },
+    flows: { tenant: 'default' },
+  }
+}
+
 function setup(options: { prefix?: string; console?: boolean } = {}): {
   cache: Cache
   server: FlowcacheServer
 } {
   const cache = createCache(options.prefix === undefined ? {} : { prefix: options.prefix })
-  const config: ResolvedConfig = {
-    cache: {
-      enabled: true,
-      type: 'memory',
-      path: ':memory:',
-      fallback: 'memory',
-      ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
-    },
-    server: { host: '127.0.0.1', port: 0, bodyLimit: 1024 * 1024 },
-    flows: { tenant: 'default' },
-  }
+  const config = memoryConfig(options.prefix === undefined ? {} : { prefix: options.prefix })
   const server = createServer({
     config,
     cache,
@@ -187,17 +186,7 @@ describe('namespace statistics routes', () => {
 describe('reading a namespace puts no quota on it', () => {
   it('with user_cache_limit_mb set, GET and HEAD routes leave a namespace written by another application alone; a PUT gives it its allocation', async () => {
     const MIB = 1024 * 1024
-    const config: ResolvedConfig = {
-      cache: {
-        enabled: true,
-        type: 'memory',
-        path: ':memory:',
-        fallback: 'memory',
-        userCacheLimitMb: 1,
-      },
-      server: { host: '127.0.0.1', port: 0, bodyLimit: 1024 * 1024 },
-      flows: { tenant: 'default' },
-    }
+    const config = memoryConfig({ userCacheLimitMb: 1 })
     const cache = await createCacheFromConfig(config)
     const server = createServer({ config, cache })
     open.push({ cache, server })
