@@ -2,6 +2,8 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { createCache } from '../src/core/cache.js'
 import {
+  namespacePrefixes,
+  underPrefixes,
   childPrefix,
   escapeKeyPart,
   isUserKey,
@@ -158,6 +160,29 @@ describe('keyspace encoding', () => {
     expect(() => escapeKeyPart('éééé', 'key', 7)).toThrow(KeyTooLongError)
     expect(escapeKeyPart('éééé', 'key', 8)).toBe('=C3=A9=C3=A9=C3=A9=C3=A9')
     expect(() => rootPrefix('a.b')).toThrow(InvalidArgumentError)
+  })
+})
+
+describe('namespace prefixes of a store key', () => {
+  it('lists each part up to a dot, shortest first, and finds the values under them', () => {
+    const key = userKey(
+      childPrefix(childPrefix(rootPrefix('fc'), 'a', 200), 'b.c', 200),
+      'x.y',
+      200,
+    )
+    const prefixes = namespacePrefixes(key)
+    expect(prefixes).toEqual([
+      rootPrefix('fc'),
+      childPrefix(rootPrefix('fc'), 'a', 200),
+      childPrefix(childPrefix(rootPrefix('fc'), 'a', 200), 'b.c', 200),
+    ])
+    expect(namespacePrefixes('no-dot')).toEqual([])
+    const byPrefix = new Map([
+      [prefixes[2] as string, 'inner'],
+      [prefixes[0] as string, 'root'],
+      ['fc.other.', 'elsewhere'],
+    ])
+    expect(underPrefixes(byPrefix, key)).toEqual(['root', 'inner'])
   })
 })
 

@@ -202,6 +202,31 @@ export function userKeyPrefix(
     : `${prefix}k/${escapeKeyPart(keyPrefix, 'prefix', maxBytes)}`
 }
 
+/**
+ * The namespace prefixes of a store key, shortest first: each part up to and including one of its
+ * dots (`fc.a.b.k/x` → `fc.`, `fc.a.`, `fc.a.b.`). The stores find the quotas a key counts
+ * toward by these.
+ */
+export function namespacePrefixes(storeKey: string): string[] {
+  const prefixes: string[] = []
+  let dot = storeKey.indexOf('.')
+  while (dot !== -1) {
+    prefixes.push(storeKey.slice(0, dot + 1))
+    dot = storeKey.indexOf('.', dot + 1)
+  }
+  return prefixes
+}
+
+/** The values of `byPrefix` under the {@link namespacePrefixes} of `storeKey`, shortest first. */
+export function underPrefixes<T>(byPrefix: ReadonlyMap<string, T>, storeKey: string): T[] {
+  const found: T[] = []
+  for (const prefix of namespacePrefixes(storeKey)) {
+    const value = byPrefix.get(prefix)
+    if (value !== undefined) found.push(value)
+  }
+  return found
+}
+
 /** Whether a store key holds a user entry (kind `k`). Everything else is a system key. */
 export function isUserKey(storeKey: string): boolean {
   const leaf = storeKey.lastIndexOf('.') + 1

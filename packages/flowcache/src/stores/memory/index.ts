@@ -14,7 +14,7 @@ import { incremented, positiveInteger } from '../../core/checks.js'
 import { copyValue, freezeValue, jsonCodec } from '../../core/codec.js'
 import { systemClock, type Clock } from '../../core/clock.js'
 import { reportEviction } from '../../core/diagnostics.js'
-import { isUserKey } from '../../core/keyspace.js'
+import { isUserKey, underPrefixes } from '../../core/keyspace.js'
 import { ClosedError, InvalidArgumentError, ValueTooLargeError } from '../../errors.js'
 import { TOMBSTONE_TTL_MS, Watchers, historyDepth, historyLimit, lastVersions } from '../changes.js'
 import type { Codec } from '../../types/codec.js'
@@ -656,14 +656,8 @@ export class MemoryStore implements Store {
   }
 
   #quotasOf(key: string): QuotaState[] | null {
-    let found: QuotaState[] | null = null
-    let dot = key.indexOf('.')
-    while (dot !== -1) {
-      const quota = this.#quotas.get(key.slice(0, dot + 1))
-      if (quota !== undefined) (found ??= []).push(quota)
-      dot = key.indexOf('.', dot + 1)
-    }
-    return found
+    const found = underPrefixes(this.#quotas, key)
+    return found.length === 0 ? null : found
   }
 
   #enforceQuota(quota: QuotaState): void {

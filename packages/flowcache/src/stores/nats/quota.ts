@@ -22,7 +22,7 @@
  * (`<prefix>` is the namespace prefix without its final dot.)
  */
 import { positiveInteger } from '../../core/checks.js'
-import { isUserKey } from '../../core/keyspace.js'
+import { isUserKey, underPrefixes } from '../../core/keyspace.js'
 import { InvalidArgumentError, StoreUnavailableError, ValueTooLargeError } from '../../errors.js'
 import type { QuotaLimits, QuotaUsage } from '../../types/store.js'
 import { filterForPrefix, type RawEntry } from './layout.js'
@@ -303,14 +303,7 @@ export class NatsQuotas {
   /** The quotas a key counts toward (user keys only), as known now. */
   of(key: string): QuotaState[] {
     if (this.#states.size === 0 || !isUserKey(key)) return []
-    const found: QuotaState[] = []
-    let dot = key.indexOf('.')
-    while (dot !== -1) {
-      const state = this.#states.get(key.slice(0, dot + 1))
-      if (state !== undefined) found.push(state)
-      dot = key.indexOf('.', dot + 1)
-    }
-    return found
+    return underPrefixes(this.#states, key)
   }
 
   /**

@@ -26,7 +26,7 @@ import { performance } from 'node:perf_hooks'
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 
 import { incremented, positiveInteger } from '../../core/checks.js'
-import { isUserKey } from '../../core/keyspace.js'
+import { isUserKey, namespacePrefixes } from '../../core/keyspace.js'
 import {
   ClosedError,
   DecodeError,
@@ -848,12 +848,7 @@ export class RedisStore implements Store {
   #underQuota(key: string): boolean {
     if (!isUserKey(key)) return false
     if (this.#knownQuotas.has('')) return true
-    let dot = key.indexOf('.')
-    while (dot !== -1) {
-      if (this.#knownQuotas.has(key.slice(0, dot + 1))) return true
-      dot = key.indexOf('.', dot + 1)
-    }
-    return false
+    return namespacePrefixes(key).some((prefix) => this.#knownQuotas.has(prefix))
   }
 
   /**
@@ -874,11 +869,7 @@ export class RedisStore implements Store {
       }
       for (const key of keys) {
         add('')
-        let dot = key.indexOf('.')
-        while (dot !== -1) {
-          add(key.slice(0, dot + 1))
-          dot = key.indexOf('.', dot + 1)
-        }
+        for (const prefix of namespacePrefixes(key)) add(prefix)
       }
     }
     return [this.#client.isCluster ? '' : QUOTA_DIRECTORY, local, this.#changes ? '1' : '0']

@@ -25,7 +25,7 @@ import type BetterSqlite3 from 'better-sqlite3'
 import { incremented, positiveInteger } from '../../core/checks.js'
 import { systemClock, type Clock } from '../../core/clock.js'
 import { reportEviction } from '../../core/diagnostics.js'
-import { isUserKey } from '../../core/keyspace.js'
+import { isUserKey, underPrefixes } from '../../core/keyspace.js'
 import {
   ClosedError,
   FlowcacheError,
@@ -864,15 +864,7 @@ export class SqliteStore implements Store {
   }
 
   #quotasOf(key: string): Quota[] {
-    if (this.#quotas.size === 0) return []
-    const found: Quota[] = []
-    let dot = key.indexOf('.')
-    while (dot !== -1) {
-      const quota = this.#quotas.get(key.slice(0, dot + 1))
-      if (quota !== undefined) found.push(quota)
-      dot = key.indexOf('.', dot + 1)
-    }
-    return found
+    return this.#quotas.size === 0 ? [] : underPrefixes(this.#quotas, key)
   }
 
   #enforceLimits(now: number): void {
