@@ -84,6 +84,16 @@ export function printJson(io: CliIo, document: unknown): void {
 }
 
 /**
+ * Reports a miss of `key` (`{ "key", "hit": false }` with `--json`, else a line on standard
+ * error) and returns {@link ExitCode.miss}.
+ */
+export function reportMiss(io: CliIo, options: OutputOptions, key: string): ExitCode {
+  if (options.json === true) printJson(io, { key, hit: false })
+  else io.stderr(`miss: no entry for '${key}'\n`)
+  return ExitCode.miss
+}
+
+/**
  * Reads a value argument: JSON text, `@path` (a JSON file) or `-` (JSON on standard input).
  * Throws {@link UsageError} when the file cannot be read or the text is not JSON. `name` is the
  * argument's name in messages.

@@ -8,6 +8,7 @@ import {
   COMMON_EXIT_CODES,
   helpAfter,
   printJson,
+  reportMiss,
   toJsonText,
   withCache,
   type OutputOptions,
@@ -32,9 +33,7 @@ export async function getCommand(
     async ({ cache }) => {
       const entry = await cache.entry(key)
       if (entry === undefined) {
-        if (options.json === true) printJson(io, { key, hit: false })
-        else io.stderr(`miss: no entry for '${key}'\n`)
-        return ExitCode.miss
+        return reportMiss(io, options, key)
       }
       if (options.json === true) printJson(io, { key, hit: true, value: entry.value })
       else io.stdout(`${toJsonText(entry.value, 2)}\n`)

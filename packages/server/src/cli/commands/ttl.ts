@@ -5,7 +5,14 @@ import type { Command } from 'commander'
 import { formatDuration } from '../../flowcache.js'
 import { addCacheOptions, type CacheCommandOptions } from '../cache.js'
 import { ExitCode, type CliIo } from '../io.js'
-import { COMMON_EXIT_CODES, helpAfter, printJson, withCache, type OutputOptions } from './common.js'
+import {
+  COMMON_EXIT_CODES,
+  helpAfter,
+  printJson,
+  reportMiss,
+  withCache,
+  type OutputOptions,
+} from './common.js'
 
 /** Options of `flowcache ttl`. */
 export type TtlCommandOptions = CacheCommandOptions & OutputOptions
@@ -26,9 +33,7 @@ export async function ttlCommand(
     async ({ cache }) => {
       const ttlMs = await cache.ttl(key)
       if (ttlMs === undefined) {
-        if (options.json === true) printJson(io, { key, hit: false })
-        else io.stderr(`miss: no entry for '${key}'\n`)
-        return ExitCode.miss
+        return reportMiss(io, options, key)
       }
       if (options.json === true) printJson(io, { key, hit: true, ttlMs })
       else
