@@ -15,7 +15,9 @@ import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { Registry } from 'prom-client'
 import { createCache, memoryStore, type ValueIsolation } from '../packages/flowcache/src/index.js'
+import { registerMetrics } from '../packages/flowcache/src/prometheus/index.js'
 import {
   formatOps,
   interleave,
@@ -67,6 +69,7 @@ function makeValue(i: number): { id: number; name: string; tags: string[] } {
 const SUBJECTS = {
   flowcache: 'flowcache (default, values: frozen)',
   'flowcache-shared': "flowcache (values: 'shared')",
+  'flowcache-metrics': 'flowcache (default, Prometheus metrics registered)',
   'async-map': 'async Map (ceiling)',
   'lru-await': 'lru-cache 11 (sync API, awaited)',
   bento: 'BentoCache 1.6 (memory driver)',
@@ -89,7 +92,12 @@ interface Adapter {
   close(): Promise<void> | void
 }
 
-function flowcacheAdapter(values: ValueIsolation, maxEntries: number | undefined): Adapter {
+/** `metrics`: the cache's calls also feed `registerMetrics` (every call observed in the histogram). */
+function flowcacheAdapter(
+  values: ValueIsolation,
+  maxEntries: number | undefined,
+  metrics = false,
+): Adapter {
   // createCache() with default options is the `values: 'frozen'` row; a bigger capacity is only
   // given where a scenario needs one (eviction, bytes per entry), through the store option.
   const cache =
@@ -101,6 +109,7 @@ function flowcacheAdapter(values: ValueIsolation, maxEntries: number | undefined
             ...(maxEntries === undefined ? {} : { maxEntries, maxBytes: 1 << 30 }),
           }),
         })
+  if (metrics) registerMetrics(cache, { registry: new Registry() })
   return {
     get: (key) => cache.get(key),
     set: (key, value) => cache.set(key, value),
@@ -189,6 +198,8 @@ async function makeAdapter(
       )
     case 'flowcache-shared':
       return flowcacheAdapter('shared', capacity)
+    case 'flowcache-metrics':
+      return flowcacheAdapter('frozen', capacity === DEFAULT_CAPACITY ? undefined : capacity, true)
     case 'async-map':
       return asyncMapAdapter(capacity === DEFAULT_CAPACITY || forMemory ? undefined : capacity)
     case 'lru-await':
@@ -469,6 +480,7 @@ const revision = (): string => revisionOf(BENCH_DIR)
 const THROUGHPUT_SUBJECTS: SubjectId[] = [
   'flowcache',
   'flowcache-shared',
+  'flowcache-metrics',
   'async-map',
   'lru-await',
   'bento',
